@@ -1,0 +1,79 @@
+"""``results.json`` and the console table of one run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+METRIC_COLUMNS = (
+    ("image_auroc", "image AUROC"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("aupro", "AUPRO"),
+    ("dice_val_thr", "Dice (val-normal threshold)"),
+    ("dice_test_f1_thr", "Dice (threshold from test labels)"),
+)
+
+_PACKAGES = (
+    "anomaly_kd", "torch", "torchvision", "pytorch-lightning", "hydra-core", "timm", "numpy",
+    "scipy", "scikit-image",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
+    """Write JSON to a temporary file in the same folder, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_scores_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "defect", "label", "score"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def format_metric(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """A small Markdown table of the headline metrics of one run."""
+    metrics = results.get("metrics", {})
+    title = f"{results.get('model')} / {results.get('data')} / {results.get('category')}"
+    lines = [f"| metric ({title}) | value |", "|---|---|"]
+    for key, label in METRIC_COLUMNS:
+        lines.append(f"| {label} | {format_metric(metrics.get(key))} |")
+    return "\n".join(lines)
