@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,15 @@ from anomaly_kd.reporting.results import (
 )
 
 log = logging.getLogger(__name__)
+
+# Lightning warnings that are expected here and would only hide the useful ones.
+for _pattern in (
+    r".*module\(s\) in eval mode.*",  # frozen teachers stay in eval mode on purpose
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*does not have many workers.*",  # num_workers is a data option; 0 is the safe default
+    r".*smaller than the logging interval.*",
+):
+    warnings.filterwarnings("ignore", message=_pattern)
 
 
 def _without(node: DictConfig, *keys: str) -> DictConfig:

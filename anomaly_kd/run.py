@@ -18,11 +18,25 @@ from anomaly_kd.pipeline import run
 log = logging.getLogger("anomaly_kd")
 
 
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError behind ``exc`` (Hydra's instantiate wraps errors raised by constructors)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="pkg://anomaly_kd.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
         results = run(cfg)
-    except UserError as err:
+    except Exception as exc:
+        err = user_error_in(exc)
+        if err is None:
+            raise
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(UserError.exit_code)

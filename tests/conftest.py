@@ -6,35 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from tests.helpers import FAST, SHARED_DATA, compose_config
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-
-# Settings that make any model run in seconds on tiny data (added to the test's own overrides).
-FAST = [
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.image_size=64",
-    "data.batch_size=4",
-    "callbacks.overlays.max_images=4",
-]
-
-
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose conf/ exactly as `python -m anomaly_kd.run` would, for a given output folder."""
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="anomaly_kd.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 @pytest.fixture
@@ -60,13 +37,13 @@ def run_tiny(tmp_path, tiny_mvtec):
     """run(cfg) for `model` on the tiny MVTec folder with fast settings; returns the results dict."""
     from anomaly_kd.pipeline import run
 
-    def _run(model: str, *extra: str, data: str = "mvtec", category: str = "widget") -> dict:
+    def _run(model: str, *extra: str, data: str = "mvtec", category: str = "widget", logger: str = "none") -> dict:
         overrides = [
             f"model={model}",
             f"data={data}",
             f"category={category}",
             f"paths.data_dir={tiny_mvtec}",
-            "logger=none",
+            f"logger={logger}",
             "model.pretrained=false",
             *FAST,
             *extra,

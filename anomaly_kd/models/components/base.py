@@ -85,8 +85,8 @@ class AnomalyModule(pl.LightningModule):
         scores = torch.cat(self._val_scores)
         maps, scores = self._gather_val(maps, scores)
         self.calibrate(maps, scores)
-        self.log("val/map_mean", maps.mean().item(), prog_bar=True, sync_dist=False)
-        self.log("val/score_mean", scores.mean().item(), sync_dist=False)
+        self.log("val/map_mean", maps.mean().item(), prog_bar=True, batch_size=len(scores))
+        self.log("val/score_mean", scores.mean().item(), batch_size=len(scores))
         self._val_maps, self._val_scores = [], []
 
     def _gather_val(self, maps: torch.Tensor, scores: torch.Tensor):
@@ -128,7 +128,7 @@ class AnomalyModule(pl.LightningModule):
         self.test_results = results
         for key, value in results.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.log(f"test/{key}", float(value), sync_dist=False)
+                self.log(f"test/{key}", float(value), batch_size=1)
 
     # ---------------------------------------------------------------- predict / export
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:

@@ -1,20 +1,24 @@
-"""STFPM LightningModule: SGD on the student, checkpoint chosen on validation normals."""
+"""STFPM LightningModule: SGD on the student, checkpoint chosen on validation normals.
+
+The training loop, optimizer and checkpoint rule are the shared STFPM recipe in
+:class:`~anomaly_kd.models.components.student_teacher.StudentTeacherModule` (also used by Simple
+Student); this class only declares STFPM's hyperparameters and builds its model.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
-from anomaly_kd.models.components.base import AnomalyModule, count_parameters
+from anomaly_kd.models.components.student_teacher import StudentTeacherModule
 from anomaly_kd.models.stfpm.loss import stfpm_loss
 from anomaly_kd.models.stfpm.torch_model import STFPMModel
 
 
-class STFPM(AnomalyModule):
+class STFPM(StudentTeacherModule):
     # The authors keep the epoch whose mean anomaly map on the validation normals is lowest.
     checkpoint_monitor = "val/map_mean"
     checkpoint_mode = "min"
+    loss_function = staticmethod(stfpm_loss)
 
     def __init__(
         self,
@@ -36,27 +40,3 @@ class STFPM(AnomalyModule):
     def build_model(self) -> STFPMModel:
         hp = self.hparams
         return STFPMModel(hp.backbone, list(hp.layers), hp.pretrained, hp.weights_path)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        teacher_features, student_features = self.model(batch["image"])
-        loss = stfpm_loss(teacher_features, student_features)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
-        return loss
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
-        return torch.optim.SGD(
-            self.model.student.parameters(),
-            lr=hp.lr,
-            momentum=hp.momentum,
-            weight_decay=hp.weight_decay,
-        )
-
-    def anomaly_map(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.anomaly_map(images)
-
-    def model_summary(self) -> dict[str, int]:
-        return {
-            "teacher_parameters": count_parameters(self.model.teacher),
-            "student_parameters": count_parameters(self.model.student),
-        }

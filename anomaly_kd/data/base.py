@@ -1,0 +1,118 @@
+"""Common datamodule: option checks, the seeded validation hold-out and the three dataloaders."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from anomaly_kd.errors import UserError
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int >= minimum, else UserError naming the option ``data.<name>``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise UserError(
+            f"data.{name} must be an integer >= {minimum}, got {value!r}; "
+            f"fix data.{name} in the config or on the command line"
+        )
+    return int(value)
+
+
+def seeded_split(n: int, val_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``range(n)`` into (train, val) index lists, both sorted; depends only on n, val_split, seed.
+
+    Like the STFPM authors' ``train_test_split(test_size=0.2, random_state=0)`` the hold-out has
+    ``ceil(n * val_split)`` items, drawn with our own seed.
+    """
+    n_val = math.ceil(round(n * val_split, 9)) if val_split > 0 else 0
+    if n - n_val < 1:
+        raise UserError(
+            f"only {n} training image(s), none left for training after the data.val_split={val_split} "
+            "hold-out; add images or lower data.val_split"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
+
+
+class AnomalyDataModule(pl.LightningDataModule):
+    """Base class. Subclasses implement :meth:`_build_datasets` returning (train, val, test).
+
+    ``val`` holds normal images only (the seeded hold-out of the normal training images);
+    nothing here ever selects on the test set.
+    """
+
+    has_masks: bool = True
+
+    def __init__(
+        self,
+        root: str,
+        category: str,
+        image_size: int = 256,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_split: float = 0.2,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if root is None or str(root).strip() == "":
+            raise UserError("no data folder given; set paths.data_dir=<folder> (or env ANOMALY_KD_DATA_DIR)")
+        if category is None or str(category).strip() in ("", ".", ".."):
+            raise UserError(f"no data category given (category={category!r}); set category=<name>")
+        self.root = str(root)
+        self.category = str(category)
+        self.image_size = check_int("image_size", image_size, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.eval_batch_size = self.batch_size if eval_batch_size is None else check_int("eval_batch_size", eval_batch_size, 1)
+        self.num_workers = check_int("num_workers", num_workers, 0)
+        if isinstance(val_split, bool) or not isinstance(val_split, Real) or not 0 <= val_split < 1:
+            raise UserError(f"data.val_split must be a number with 0 <= val_split < 1, got {val_split!r}; fix data.val_split")
+        self.val_split = float(val_split)
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+            raise UserError(f"seed must be a non-negative integer, got {seed!r}; fix seed in the config or on the command line")
+        self.seed = int(seed)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def _build_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = self._build_datasets()
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            generator=generator,
+        )
+
+    def _dataset(self, name: str) -> Dataset:
+        if getattr(self, name) is None:
+            self.setup()
+        return getattr(self, name)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (own seeded generator), drop_last=False, like the STFPM authors."""
+        return self._loader(self._dataset("train_set"), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation normals only (empty when val_split=0)."""
+        return self._loader(self._dataset("val_set"), self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Whole test set in a fixed order."""
+        return self._loader(self._dataset("test_set"), self.eval_batch_size, shuffle=False)

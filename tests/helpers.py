@@ -1,0 +1,32 @@
+"""Helpers shared by the tests (importable as `tests.helpers`; pytest puts the repo on sys.path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Settings that make any model run in seconds on tiny data (added to the test's own overrides).
+FAST = [
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "data.image_size=64",
+    "data.batch_size=4",
+    "callbacks.overlays.max_images=4",
+]
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose conf/ exactly as `python -m anomaly_kd.run` would, for a given output folder."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="anomaly_kd.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
