@@ -13,7 +13,13 @@ import hydra
 from omegaconf import DictConfig
 
 from anomaly_kd.errors import UserError
-from anomaly_kd.pipeline import run
+from anomaly_kd.pipeline import JobInterrupted, run
+from anomaly_kd.reporting.failures import (
+    finish_experiment_loggers,
+    handle_job_failure,
+    write_failed_results,
+)
+from anomaly_kd.reporting.launch import check_launch
 
 log = logging.getLogger("anomaly_kd")
 
@@ -29,17 +35,30 @@ def user_error_in(exc: BaseException) -> UserError | None:
     return None
 
 
+def _record_interruption(cfg: DictConfig, exc: JobInterrupted) -> None:
+    try:
+        write_failed_results(None, cfg, exc, interrupted=True, resume_command=exc.command)
+    except Exception as error:  # e.g. the disk that made us stop: the message still goes out
+        log.warning("could not write the failed results.json: %s", error)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://anomaly_kd.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
+        check_launch(cfg)  # e.g. refuses strategy=ddp inside a multirun
         results = run(cfg)
+    except JobInterrupted as exc:
+        # SIGTERM: stop (the whole sweep too), say how to resume; exit 143 = 128 + SIGTERM
+        _record_interruption(cfg, exc)
+        sys.stdout.flush()
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
     except Exception as exc:
-        err = user_error_in(exc)
-        if err is None:
-            raise
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(UserError.exit_code)
+        # writes results.json with status "failed"; in a multirun returns so the sweep goes on
+        # (it exits 1 at the end), in a single run exits 2 (UserError) or 1 with `error: ...` last
+        return handle_job_failure(cfg, exc)
+    finally:
+        finish_experiment_loggers()  # one W&B run per job of a sweep
     value = results.get("metrics", {}).get("image_auroc")
     return float(value) if value is not None else None
 

@@ -8,7 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from anomaly_kd.errors import UserError
 
@@ -37,6 +37,44 @@ def seeded_split(n: int, val_split: float, seed: int) -> tuple[list[int], list[i
         )
     perm = np.random.default_rng(seed).permutation(n)
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A 63-bit seed that depends only on (seed, epoch, stream); NumPy's SeedSequence mixes them."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(1, dtype=np.uint64)
+    return int(state[0]) >> 1
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A shuffled order of the training images that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every training epoch (as for a DistributedSampler), so
+    a run resumed from an epoch-end checkpoint draws exactly the orders an uninterrupted run draws
+    (a generator seeded once would replay epoch 0's order after a resume). The order comes from a
+    generator seeded by ``(seed, epoch)`` alone, whatever else was drawn. ``generator`` is the
+    DataLoader's (the base seed of worker processes): reseeded by :meth:`set_epoch` too. Without
+    ``set_epoch`` (a plain loop) each pass is the next epoch.
+    """
+
+    def __init__(self, data_source, seed: int):
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = int(seed)
+        self.epoch = 0
+        self._epoch_given = False
+        self._passes = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._epoch_given = True
+        self.generator.manual_seed(epoch_seed(self.seed, self.epoch, stream=2))
+
+    def __iter__(self):
+        if self._passes and not self._epoch_given:
+            self.epoch += 1  # a plain loop: each pass is the next epoch
+        self._epoch_given = False
+        self._passes += 1
+        order = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(len(self.data_source), generator=order).tolist())
 
 
 class AnomalyDataModule(pl.LightningDataModule):
@@ -88,11 +126,12 @@ class AnomalyDataModule(pl.LightningDataModule):
             self.train_set, self.val_set, self.test_set = self._build_datasets()
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        sampler = EpochShuffleSampler(dataset, self.seed) if shuffle else None
+        generator = sampler.generator if sampler is not None else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
@@ -106,7 +145,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         return getattr(self, name)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled (own seeded generator), drop_last=False, like the STFPM authors."""
+        """Shuffled in an order that depends only on (seed, epoch); drop_last=False, like the STFPM authors."""
         return self._loader(self._dataset("train_set"), self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

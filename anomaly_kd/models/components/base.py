@@ -135,6 +135,20 @@ class AnomalyModule(pl.LightningModule):
         maps, scores = self._maps_and_scores(batch["image"])
         return {"maps": maps, "scores": scores}
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """What export/predict need besides the weights: the registered model name (to rebuild
+        the class) and the training image size (set by the pipeline; None if unknown)."""
+        from anomaly_kd.models import model_name_of
+
+        cls = type(self)
+        size = getattr(self, "image_size", None)
+        checkpoint["anomaly_kd"] = {
+            "format": 1,
+            "model": model_name_of(cls),
+            "class_path": f"{cls.__module__}:{cls.__qualname__}",
+            "image_size": int(size) if size is not None else None,
+        }
+
 
 def _finite_or_none(value: torch.Tensor | float) -> float | None:
     value = float(value)

@@ -1,0 +1,27 @@
+"""Anomaly-detection metrics: exact, fast, numpy/scipy only (torch tensors are accepted, not needed).
+
+Functional API (numpy arrays or torch tensors; maps/masks [N,H,W] or [N,1,H,W]):
+:func:`image_auroc`, :func:`pixel_auroc`, :func:`roc_curve` (module ``roc``); :func:`aupro`,
+:func:`pro_curve` (module ``pro``); :func:`dice`, :func:`f1_optimal_threshold`, :func:`image_f1`,
+:func:`quantile_threshold` (module ``thresholds``). They raise ``ValueError`` with a one-line
+message instead of returning NaN. :class:`AnomalyMetricState` accumulates a test epoch and
+computes them all at once (module ``state``).
+"""
+
+from .pro import aupro, pro_curve
+from .roc import image_auroc, pixel_auroc, roc_curve
+from .state import AnomalyMetricState
+from .thresholds import dice, f1_optimal_threshold, image_f1, quantile_threshold
+
+__all__ = [
+    "AnomalyMetricState",
+    "aupro",
+    "dice",
+    "f1_optimal_threshold",
+    "image_auroc",
+    "image_f1",
+    "pixel_auroc",
+    "pro_curve",
+    "quantile_threshold",
+    "roc_curve",
+]

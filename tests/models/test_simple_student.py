@@ -1,0 +1,110 @@
+"""Simple Student: defaults, the slim student's architecture and size, training, end to end."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from anomaly_kd.errors import UserError
+from anomaly_kd.models.simple_student import SimpleStudent, SimpleStudentModel, slim_resnet18
+from tests.models.model_helpers import defect_contrast, train_steps
+
+# Everything is STFPM's (gdwang08/STFPM main.py) except the width factor (thesis: 0.5).
+DEFAULTS = {
+    "model.backbone": "resnet18",
+    "model.layers": ["layer1", "layer2", "layer3"],
+    "model.pretrained": True,
+    "model.width_factor": 0.5,
+    "model.lr": 0.4,
+    "model.momentum": 0.9,
+    "model.weight_decay": 1e-4,
+    "data.image_size": 256,
+    "data.batch_size": 32,
+    "data.val_split": 0.2,
+    "trainer.max_epochs": 100,
+}
+
+
+@pytest.mark.parametrize("key,value", DEFAULTS.items())
+def test_config_defaults(compose_cfg, key, value):
+    cfg = compose_cfg(["model=simple_student"])
+    assert OmegaConf.select(cfg, key) == value
+    if key.startswith("model."):  # the class's own default agrees with the config
+        default = inspect.signature(SimpleStudent).parameters[key[6:]].default
+        assert (list(default) if isinstance(default, tuple) else default) == value
+
+
+def _expected_parameters(width_factor: float) -> int:
+    """ResNet-18 up to layer3 with slim BasicBlocks, counted by hand (convs have no bias; BN has
+    weight and bias): stem conv 7x7 3->64 + BN, then per block conv3x3 in->inner, BN(inner),
+    conv3x3 inner->planes, BN(planes) and, where the shape changes, conv1x1 in->planes + BN."""
+    total = 7 * 7 * 3 * 64 + 2 * 64
+    in_ch = 64
+    for planes in (64, 128, 256):
+        for b in range(2):
+            inner = round(planes * width_factor)
+            total += 9 * in_ch * inner + 2 * inner + 9 * inner * planes + 2 * planes
+            if b == 0 and in_ch != planes:
+                total += in_ch * planes + 2 * planes
+            in_ch = planes
+    return total
+
+
+def test_slim_blocks_keep_the_teachers_output_widths():
+    model = SimpleStudentModel(pretrained=False)
+    body = model.student.body
+    for name, planes in (("layer1", 64), ("layer2", 128), ("layer3", 256)):
+        for block in body[name]:
+            assert block.conv1.out_channels == planes // 2  # the slimmed first conv
+            assert block.conv2.out_channels == planes  # the block output keeps the width
+    images = torch.rand(2, 3, 64, 64)
+    teacher, student = model(images)
+    for t, s, (c, stride) in zip(teacher, student, [(64, 4), (128, 8), (256, 16)]):
+        assert t.shape == s.shape == (2, c, 64 // stride, 64 // stride)
+    maps, scores = model.anomaly_map(images)
+    assert maps.shape == (2, 1, 64, 64) and scores.shape == (2,)
+
+
+def test_parameter_counts_in_the_summary():
+    module = SimpleStudent(pretrained=False)
+    summary = module.model_summary()
+    assert summary["student_parameters"] == _expected_parameters(0.5) == 1_417_920
+    assert summary["stfpm_student_parameters"] == _expected_parameters(1.0) == 2_782_784
+    assert summary["stfpm_student_parameters"] == summary["teacher_parameters"]
+    assert summary["student_to_stfpm_ratio"] == pytest.approx(1_417_920 / 2_782_784)
+    full = SimpleStudent(pretrained=False, width_factor=1.0).model_summary()  # = STFPM's student
+    assert full["student_parameters"] == full["stfpm_student_parameters"]
+
+
+def test_option_checks():
+    with pytest.raises(UserError, match="resnet18"):
+        SimpleStudentModel(backbone="wide_resnet50_2", pretrained=False)
+    with pytest.raises(UserError, match="width_factor"):
+        slim_resnet18(0.0)
+
+
+@pytest.mark.slow
+def test_loss_decreases_and_planted_defect_scores_higher(texture):
+    torch.manual_seed(0)
+    model = SimpleStudent(pretrained=False)
+    assert model.input_multiple == 16 and model.checkpoint_monitor == "val/map_mean"
+    assert [g["lr"] for g in model.configure_optimizers().param_groups] == [0.4]
+    losses = train_steps(model, [texture.normal_batches(1, 4)[0]] * 4)  # a fixed batch
+    assert losses[-1] < losses[0]
+    train_steps(model, texture.normal_batches(10, 8))  # fresh normal crops
+    maps, off_ratio, clean_ratio = defect_contrast(model, texture)
+    assert (maps >= 0).all()
+    assert off_ratio > 1.5 and clean_ratio > 1.5
+    assert not any(p.requires_grad for p in model.model.teacher.parameters())
+
+
+@pytest.mark.slow
+def test_end_to_end(run_tiny):
+    results = run_tiny("simple_student")
+    assert results["model"] == "simple_student" and results["status"] == "ok"
+    assert 0.0 <= results["metrics"]["image_auroc"] <= 1.0
+    assert results["model_summary"]["student_parameters"] == 1_417_920
+    assert results["tested_checkpoint"].endswith("best.ckpt")
