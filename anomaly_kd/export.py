@@ -203,9 +203,14 @@ def verify(
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export the checkpoint ``cfg.ckpt``; returns the metadata written next to the file."""
     fmt = validate(cfg)
-    loaded = load_checkpoint(cfg.get("ckpt"), cfg.get("image_size"), device=str(cfg.get("device") or "cpu"))
+    # An ONNX file has no device: trace it on the CPU (and verify it there, against onnxruntime).
+    device = "cpu" if fmt == "onnx" else str(cfg.get("device") or "cpu")
+    loaded = load_checkpoint(cfg.get("ckpt"), cfg.get("image_size"), device=device)
     output = Path(str(cfg.output)).expanduser() if cfg.get("output") else default_output(loaded, fmt)
     output = output.resolve()
+    if output.is_dir():
+        raise UserError(f"output={output} is a folder: give a file name, e.g. {output / ('model' + FORMATS[fmt])}.")
+    new_folder = not output.parent.exists()
     output.parent.mkdir(parents=True, exist_ok=True)
     batch = int(cfg.get("batch_size", 2))
     opset = int(cfg.get("opset", 17))
@@ -257,6 +262,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
+        if new_folder and not output.exists() and not any(output.parent.iterdir()):
+            output.parent.rmdir()  # a failed export leaves no empty export/ folder behind
     meta["path"] = str(output)
     sidecar = output.with_name(output.name + ".json")
     sidecar.write_text(json.dumps(meta, indent=2) + "\n")

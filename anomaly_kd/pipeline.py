@@ -21,6 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -72,6 +73,16 @@ def validate_config(cfg: DictConfig) -> None:
     seed = _whole_number(cfg, "seed")
     if seed is None or not 0 <= seed < 2**32:
         raise UserError(f"seed={cfg.get('seed')} must be a whole number from 0 to 4294967295.")
+    for key in ("model.lr", "model.teacher_lr"):
+        if OmegaConf.select(cfg, key, default=None) is not None and not _real_number(cfg, key, 1.0) > 0:
+            raise UserError(f"{key}={OmegaConf.select(cfg, key)} must be a positive learning rate.")
+    quantile = OmegaConf.select(cfg, "model.threshold_quantile", default=None)
+    if quantile is not None and not 0.0 < _real_number(cfg, "model.threshold_quantile", 0.99) <= 1.0:
+        raise UserError(f"model.threshold_quantile={quantile} is outside (0, 1]: 0.99 is the default.")
+    resolution = cfg.get("eval_resolution", "model")
+    if resolution not in ("model", "native"):
+        raise UserError(f"eval_resolution={resolution!r} must be `model` (maps and masks at data.image_size) "
+                        "or `native` (maps upsampled to each image's original size, as MVTec's evaluation).")
     if not cfg.get("train", True) and not cfg.get("ckpt_path"):
         raise UserError("train=false needs a checkpoint to test: pass ckpt_path=/path/to/model.ckpt.")
 
@@ -101,7 +112,15 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 def build_model(cfg: DictConfig) -> pl.LightningModule:
     model_cfg = _without(cfg.model, "name")
     model_cfg.fpr_limit = float(cfg.get("fpr_limit", 0.3))
-    return instantiate(model_cfg, _convert_="all")
+    try:
+        return instantiate(model_cfg, _convert_="all")
+    except InstantiationException as error:
+        # a bad model.* value or an unknown key (TypeError: unexpected keyword): one line, not a
+        # traceback (results.json of the failed job keeps the traceback)
+        cause = error.__cause__
+        if isinstance(cause, (ValueError, TypeError)) and not isinstance(cause, UserError):
+            raise UserError(f"model={cfg.model.get('name')}: {cause}; check the model.* settings.") from error
+        raise
 
 
 def check_image_size(model: pl.LightningModule, image_size: int) -> None:
@@ -198,6 +217,53 @@ def _write_scores_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# ------------------------------------------------------------------ ddp_spawn
+def _spawns_workers(trainer: pl.Trainer) -> bool:
+    """ddp_spawn / ddp_fork: fit and test run in worker processes that give back only the weights,
+    the best checkpoint path and the logged metrics, not the module's attributes."""
+    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+
+
+def _results_handoff(trainer: pl.Trainer, model: pl.LightningModule, output_dir: Path) -> Path | None:
+    """Under ddp_spawn, the file where rank 0 leaves test_results/test_scores for this process."""
+    if not _spawns_workers(trainer):
+        model.results_handoff = None
+        return None
+    # The test workers start a fresh CSVLogger that would delete the fit workers' metrics.csv:
+    # keep the training curves as metrics.<n>.csv.
+    keep_earlier_csv_logs(trainer.loggers)
+    path = output_dir / ".test_results_handoff.json"
+    path.unlink(missing_ok=True)  # never read a stale one
+    model.results_handoff = str(path)
+    return path
+
+
+def _take_handoff(model: pl.LightningModule, path: Path | None) -> None:
+    if path is None:
+        return
+    import json
+
+    if not path.is_file():
+        raise RuntimeError(f"the test workers did not leave their results in {path}")
+    payload = json.loads(path.read_text())
+    path.unlink(missing_ok=True)
+    model.test_results, model.test_scores = payload["test_results"], payload["test_scores"]
+    model.results_handoff = None
+
+
+def _epochs_trained(trainer: pl.Trainer, output_dir: Path, trained: bool) -> int:
+    """trainer.current_epoch; after a ddp_spawn fit (whose loop state stays in the workers) the
+    number of epochs that last.ckpt (saved at every training epoch's end) has completed."""
+    if not (trained and _spawns_workers(trainer)):
+        return int(trainer.current_epoch)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return int(trainer.current_epoch)
+    return int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
 # ------------------------------------------------------------------ command lines, interruptions
@@ -377,8 +443,10 @@ def _run(cfg: DictConfig, job: _Job) -> dict[str, Any]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")  # index and check the data first: its errors before any model is built
     model = build_model(cfg)
     model.has_masks = bool(getattr(datamodule, "has_masks", True))
+    model.eval_resolution = str(cfg.get("eval_resolution", "model"))
     model.image_size = int(cfg.data.image_size)  # stored in checkpoints for export/predict
     check_image_size(model, int(cfg.data.image_size))
     trainer = build_trainer(cfg, model, output_dir)
@@ -405,8 +473,8 @@ def _run(cfg: DictConfig, job: _Job) -> dict[str, Any]:
         "category": str(cfg.category),
         "seed": int(cfg.seed),
         "output_dir": str(output_dir),
-        "epochs_trained": int(trainer.current_epoch),
-        "eval_resolution": "model",
+        "epochs_trained": _epochs_trained(trainer, output_dir, trained),
+        "eval_resolution": model.eval_resolution,
     }
     if cfg.get("test", True):
         ckpt = _test_checkpoint(cfg, trainer, trained)
@@ -414,13 +482,16 @@ def _run(cfg: DictConfig, job: _Job) -> dict[str, Any]:
         log.info("Testing %s", ckpt or "the weights after the last training epoch")
         start = time.perf_counter()
         job.stage = "testing"
+        handoff = _results_handoff(trainer, model, output_dir)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        _take_handoff(model, handoff)
         job.stage = "writing the results"
         timing["test_seconds"] = time.perf_counter() - start
         n_test = len(model.test_scores)
         timing["test_images_per_second"] = n_test / max(timing["test_seconds"], 1e-9)
         results["tested_checkpoint"] = ckpt or "weights after the last training epoch"
         results["metrics"] = model.test_results
+        timing["metric_seconds"] = model.test_results.get("metric_seconds")
         if trainer.is_global_zero:
             _write_scores_atomic(output_dir / "scores.csv", model.test_scores)
     if hasattr(model, "model_summary"):

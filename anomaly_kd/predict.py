@@ -112,7 +112,8 @@ def decorated_panel(panel: np.ndarray, text: str, verdict: bool | None) -> Image
     draw.rectangle(
         [BORDER, BORDER, BORDER + inner_w - 1, BORDER + height + text_h - 1], fill=(255, 255, 255)
     )
-    draw.text((BORDER + 4, BORDER + 3 - top), text, fill=COLOURS[verdict] if verdict is not None else (0, 0, 0), font=font)
+    ink = COLOURS[verdict] if verdict is not None else (0, 0, 0)
+    draw.text((BORDER + 4, BORDER + 3 - top), text, fill=ink, font=font)
     canvas.paste(Image.fromarray(panel), (BORDER, BORDER + text_h))
     return canvas
 
@@ -139,7 +140,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     scale = str(cfg.get("overlay_scale") or "threshold")
     if scale not in ("threshold", "minmax"):
         raise UserError(f"overlay_scale={scale} is not supported: use threshold or minmax.")
-    batch_size = int(cfg.get("batch_size") or 8)
+    batch_size = int(cfg.get("batch_size") if cfg.get("batch_size") is not None else 8)
     if batch_size < 1:
         raise UserError(f"batch_size={batch_size} must be >= 1.")
     paths = list_inputs(cfg.get("input"))
@@ -148,19 +149,23 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
     loaded: LoadedCheckpoint = load_checkpoint(ckpt, cfg.get("image_size"), cfg.get("device", "auto"))
     given = cfg.get("threshold")
-    threshold = float(given) if given is not None else loaded.image_threshold
+    try:
+        threshold = float(given) if given is not None else loaded.image_threshold
+    except (TypeError, ValueError):
+        raise UserError(f"threshold={given} is not a number: pass an image-score threshold or leave it out.") from None
     if not math.isfinite(threshold):
         log.warning(
             "Checkpoint %s has no image threshold (validation never ran): scores are written, "
             "is_anomalous is left empty; pass threshold=<score> to decide.",
             loaded.path,
         )
-    source = Path(str(cfg.input)).expanduser()
+    source = Path(str(cfg.input)).expanduser().resolve()
     output_dir = Path(str(cfg.output_dir)).expanduser() if cfg.get("output_dir") else (
         loaded.run_dir / "predict" / (source.name if source.is_dir() else source.stem)
     )
     output_dir = output_dir.resolve()
-    (output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    write_overlays = bool(cfg.get("overlays", True))
+    (output_dir / "overlays" if write_overlays else output_dir).mkdir(parents=True, exist_ok=True)
 
     size, n = loaded.image_size, len(paths)
     scores = np.empty(n, dtype=np.float64)
@@ -176,7 +181,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         low, high = float(maps.min()), float(maps.max())
         blue, red = colour_range(low, high, loaded.pixel_threshold, scale)
         names = overlay_names(paths)
-        if bool(cfg.get("overlays", True)):
+        if write_overlays:
             for i, (path, name) in enumerate(zip(paths, names)):
                 image = image_tensor(load_rgb(path), size).permute(1, 2, 0).numpy()
                 amap = (np.asarray(maps[i]) - blue) / (red - blue)

@@ -1,7 +1,8 @@
 """Entry point: ``python -m anomaly_kd.run model=stfpm data=mvtec category=hazelnut``.
 
 Thin on purpose: Hydra composes the config, :func:`anomaly_kd.pipeline.run` does the work, and
-errors a user can cause end as one line (``error: ...``) with exit status 2.
+errors a user can cause end as one line (``error: ...``) with exit status 2. SIGTERM ends as one
+line too, with the command that resumes the job, and exit status 143 (128 + SIGTERM).
 """
 
 from __future__ import annotations

@@ -106,6 +106,8 @@ def worker(spec: dict) -> dict:
     import torch
 
     warnings.filterwarnings("ignore")
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -191,14 +193,14 @@ def jobs(selected: list[str] | None) -> list[dict]:
 
 
 def run_job(job: dict, args: argparse.Namespace) -> dict:
-    spec = {**job, **{k: getattr(args, k) for k in ("device", "precision", "image_size", "warmup", "steps")},
+    spec = {**job, **{k: getattr(args, k) for k in ("device", "precision", "image_size", "warmup", "steps", "threads")},
             "batch_size": args.batch_size, "test_batch_size": args.test_batch_size or args.batch_size}  # fmt: skip
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        return {**job, "note": f"timed out after {args.timeout} s"}
+        return {**job, "note": f"timed out after {args.timeout} s (build + steps)", "wall_s": args.timeout}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
@@ -211,11 +213,13 @@ def run_job(job: dict, args: argparse.Namespace) -> dict:
 def machine(args: argparse.Namespace) -> str:
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
     mem = next((int(line.split()[1]) for line in _read("/proc/meminfo") if line.startswith("MemTotal")), 0)
     text = (
         f"{os.cpu_count()} CPU cores (nproc), {cpu}, {mem / 2**20:.1f} GiB RAM, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads), Python {platform.python_version()}"
+        f"torch {torch.__version__} (intra-op threads: {torch.get_num_threads()}), Python {platform.python_version()}"
     )
     if args.device == "cuda" and torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
@@ -278,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     parser.add_argument("--steps", type=int, default=3, help="timed steps")
     parser.add_argument("--models", nargs="*", default=None, help="registered names (default: all)")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per model")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--timeout", type=int, default=240, help="seconds per model (build + all steps)")
     parser.add_argument("--readme", type=Path, default=None, help="write the table into this file's section")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -298,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_job(job, args))
         print(f"{results[-1]['label']}: {results[-1].get('wall_s', 0):.0f} s", file=sys.stderr)
     total = time.perf_counter() - start
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     markdown = table(results, args)
     print(markdown)
@@ -305,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         body = "\n".join([
             f"Command: `{command.strip()}` ({total / 60:.1f} min in all).",
             "",
-            f"Machine: {machine(args)}; load average {load:.1f} when the run started.",
+            f"Machine: {machine(args)}; 1-min load average {load:.1f} at the start, {load_end:.1f} at the "
+            "end (above the core count, other processes shared the CPU and the numbers are low).",
             "",
             f"Settings: {args.image_size}x{args.image_size} inputs, random weights (`model.pretrained=false`), "
             f"precision {args.precision}, {args.warmup} warm-up + {args.steps} timed steps per phase, one "
@@ -314,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
             "process's maximum resident memory (includes Python + torch, about 0.4 GiB).",
             "",
             markdown,
+            "",
+            "Models marked *timed out* did not finish building plus the warm-up and timed steps within "
+            "`--timeout` seconds (e.g. Uninformed Students: one dense 256x256 map takes about a minute "
+            "on this CPU, see its own section above); run them alone with a larger `--timeout`.",
         ])  # fmt: skip
         write_section(args.readme, SECTION[args.device], body)
     return 0

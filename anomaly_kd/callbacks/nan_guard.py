@@ -1,13 +1,17 @@
 """Stop training at the first non-finite loss, before it can reach the weights or a checkpoint.
 
-Two checks, both cheap:
+Cheap checks, during fit only:
 
 - ``on_before_backward``: the training loss of the step about to be back-propagated. A NaN or
   infinite loss stops training there, before ``backward`` and the optimizer step, so the weights
   in memory are still those of the previous step.
-- ``on_save_checkpoint``: the model's parameters. A finite loss can still be followed by an
-  optimizer step that overflows the weights (a huge learning rate); refusing the save keeps the
-  last good ``last.ckpt`` / ``best.ckpt`` on disk instead of overwriting them with NaNs.
+- ``on_validation_start`` and ``on_save_checkpoint``: the model's parameters. A finite loss can
+  still be followed by an optimizer step that overflows the weights (a huge learning rate);
+  refusing the save keeps the last good ``last.ckpt`` / ``best.ckpt`` on disk instead of
+  overwriting them with NaNs.
+- ``on_validation_epoch_end`` (before the model's own hook turns validation maps into thresholds):
+  the anomaly scores and maps of the validation normals, which overflow when the weights are huge
+  but still finite.
 
 Either raises :class:`NonFiniteLossError` (a :class:`~anomaly_kd.errors.UserError`): the entry
 point prints its one line, which names the epoch and step and the checkpoint that is kept, and
@@ -24,6 +28,18 @@ import pytorch_lightning as pl
 import torch
 
 from anomaly_kd.errors import UserError
+
+
+def _first_non_finite(named: list[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the tensors holding a NaN or inf. One fused norm first (milliseconds for a ResNet);
+    only if that is not finite (NaN/inf, or finite values too large to square) the exact check."""
+    tensors = [t.detach() for _, t in named if t.numel()]
+    if not tensors:
+        return []
+    norms = torch._foreach_norm([t.float() if not t.is_floating_point() else t for t in tensors])
+    if bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+        return []
+    return [name for name, t in named if t.numel() and not bool(torch.isfinite(t.detach()).all())]
 
 
 class NonFiniteLossError(UserError):
@@ -49,8 +65,29 @@ class NonFiniteLossGuard(pl.Callback):
             "training images."
         )
 
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._check_weights(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        for name in ("_val_scores", "_val_maps"):  # what AnomalyModule collected for calibration
+            values = [v for v in getattr(pl_module, name, None) or [] if isinstance(v, torch.Tensor)]
+            if _first_non_finite([(name, v) for v in values]):
+                raise NonFiniteLossError(
+                    f"the anomaly {name[5:]} of the validation images are NaN or infinite after epoch "
+                    f"{trainer.current_epoch} (global step {trainer.global_step}): the weights "
+                    f"diverged; they were not saved. {self._kept(trainer)} Lower the learning rate "
+                    "(model.lr) or check the training images."
+                )
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        bad = [name for name, p in pl_module.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+        self._check_weights(trainer, pl_module)
+
+    def _check_weights(self, trainer, pl_module) -> None:
+        # trainable weights only: frozen teachers cannot change
+        bad = _first_non_finite([(n, p) for n, p in pl_module.named_parameters() if p.requires_grad])
         if not bad:
             return
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""

@@ -67,8 +67,8 @@ def folder_write_problem(folder: str | os.PathLike, create: bool = False) -> str
         target = folder
     error = _probe(target)
     if error is not None:
-        where = "" if target == folder else f" (its parent {target} exists)"
-        return f"cannot write to the output folder {folder}{where}: {error.strerror or error}; {_HINT}."
+        return (f"cannot write to the output folder {folder}: creating a file in {target} failed "
+                f"({error.strerror or error}); {_HINT}.")
     return None
 
 

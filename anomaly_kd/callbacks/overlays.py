@@ -4,6 +4,10 @@ All maps are scaled with ONE range, the minimum and maximum over the whole test 
 compare across images (a per-image normalisation makes every normal image look anomalous).
 Which images are drawn: the first ``max_images // 2`` anomalous and the first normal images in
 test order (the labels choose what to draw, never how anything is scored).
+
+Under DDP each process sees only its share of the test set: the range is the minimum and maximum
+gathered from every process, and rank 0 draws the same images a single process would (each rank's
+first candidates are gathered and chosen again by data-set index).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from PIL import Image
 
 
@@ -51,6 +56,7 @@ class OverlayWriter(pl.Callback):
         self._kept: list[dict] = []
         self._n_by_label = {0: 0, 1: 0}
         self._low, self._high = float("inf"), float("-inf")
+        self._seen = 0
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._reset()
@@ -61,14 +67,20 @@ class OverlayWriter(pl.Callback):
         maps = outputs["maps"]
         self._low = min(self._low, float(maps.min()))
         self._high = max(self._high, float(maps.max()))
-        quota = {1: (self.max_images + 1) // 2, 0: self.max_images // 2}
-        for i, label in enumerate(batch["label"].tolist()):
+        quota = self._quota()
+        labels = batch["label"].tolist()
+        # data-set positions: the loader's `index` under DDP, else the running count
+        index = batch["index"].tolist() if "index" in batch else list(range(self._seen, self._seen + len(labels)))
+        self._seen += len(labels)
+        for i, label in enumerate(labels):
             label = int(label > 0)
             if self._n_by_label[label] >= quota[label]:
                 continue
             self._n_by_label[label] += 1
             self._kept.append(
                 {
+                    "index": int(index[i]),
+                    "label": label,
                     "image": batch["image"][i].detach().float().cpu().permute(1, 2, 0).numpy(),
                     "mask": batch["mask"][i, 0].detach().cpu().numpy() if pl_module.has_masks else None,
                     "map": maps[i, 0].numpy(),
@@ -77,7 +89,29 @@ class OverlayWriter(pl.Callback):
                 }
             )
 
+    def _quota(self) -> dict[int, int]:
+        return {1: (self.max_images + 1) // 2, 0: self.max_images // 2}
+
+    def _gather(self, trainer) -> None:
+        """Under DDP: the global range, and on every rank the images one process would draw."""
+        if trainer.world_size <= 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        parts: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, (self._low, self._high, self._kept))
+        self._low = min(p[0] for p in parts)
+        self._high = max(p[1] for p in parts)
+        quota, counts, kept, seen = self._quota(), {0: 0, 1: 0}, [], set()
+        for item in sorted((item for p in parts for item in p[2]), key=lambda item: item["index"]):
+            if item["index"] in seen or counts[item["label"]] >= quota[item["label"]]:
+                continue  # a repeat (more processes than images) or past the quota
+            seen.add(item["index"])
+            counts[item["label"]] += 1
+            kept.append(item)
+        self._kept = kept
+
     def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if self.max_images > 0:
+            self._gather(trainer)  # every rank takes part, whatever it kept
         if not self._kept or not trainer.is_global_zero:
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from anomaly_kd.errors import UserError
 
@@ -77,6 +77,57 @@ class EpochShuffleSampler(RandomSampler):
         return iter(torch.randperm(len(self.data_source), generator=order).tolist())
 
 
+class ShardSampler(DistributedSampler):
+    """This process's share of an evaluation set under DDP: a contiguous block of the set.
+
+    ``pad=False`` (test): rank ``r`` of ``W`` gets indices ``[r*n//W, (r+1)*n//W)``, so every item
+    is evaluated exactly once over all ranks (Lightning's DistributedSampler pads the set by
+    repeating items). Only when the set has fewer items than processes does a rank that would get
+    none evaluate the last item again: Lightning skips an evaluation loop without batches, which
+    would leave the other ranks waiting in the end-of-epoch gather.
+
+    ``pad=True`` (validation): blocks of ``ceil(n/W)`` items, the last ones completed by repeating
+    the last item, so that every rank runs the same number of batches (per-batch collectives of
+    DDP and methods that gather equal-sized tensors keep working).
+
+    Loaders from :meth:`AnomalyDataModule.val_dataloader` / ``test_dataloader`` tag items with
+    their data-set ``index``: the end-of-epoch gathers drop repeats and restore the set's order.
+    Being a ``DistributedSampler``, Lightning keeps this sampler instead of inserting its own.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, pad: bool = False):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        n = len(dataset)
+        if pad:
+            size = math.ceil(n / num_replicas)
+            block = list(range(min(rank * size, n), min((rank + 1) * size, n)))
+            self.indices = block + [n - 1] * (size - len(block)) if n else []
+        else:
+            start, stop = rank * n // num_replicas, (rank + 1) * n // num_replicas
+            self.indices = list(range(start, stop)) or ([n - 1] if n else [])
+        self.num_samples = len(self.indices)
+        self.total_size = n
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class IndexedDataset(Dataset):
+    """``dataset``'s dict items with their position added as ``index`` (an int)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "index": int(index)}
+
+
 class AnomalyDataModule(pl.LightningDataModule):
     """Base class. Subclasses implement :meth:`_build_datasets` returning (train, val, test).
 
@@ -139,6 +190,29 @@ class AnomalyDataModule(pl.LightningDataModule):
             generator=generator,
         )
 
+    def _processes(self) -> tuple[int, int]:
+        """(world size, global rank) of the trainer this datamodule is attached to; (1, 0) alone."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def _eval_loader(self, dataset: Dataset, pad: bool = False) -> DataLoader:
+        """Validation/test loader: in a fixed order; under DDP each rank gets its own
+        :class:`ShardSampler` block and items carry their data-set ``index``."""
+        world, rank = self._processes()
+        if world <= 1:
+            return self._loader(dataset, self.eval_batch_size, shuffle=False)
+        return DataLoader(
+            IndexedDataset(dataset),
+            batch_size=self.eval_batch_size,
+            sampler=ShardSampler(dataset, world, rank, pad=pad),
+            drop_last=False,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
     def _dataset(self, name: str) -> Dataset:
         if getattr(self, name) is None:
             self.setup()
@@ -149,9 +223,10 @@ class AnomalyDataModule(pl.LightningDataModule):
         return self._loader(self._dataset("train_set"), self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation normals only (empty when val_split=0)."""
-        return self._loader(self._dataset("val_set"), self.eval_batch_size, shuffle=False)
+        """Validation normals only (empty when val_split=0); under DDP equal blocks per rank (the
+        repeats that complete the last blocks are dropped when the statistics are gathered)."""
+        return self._eval_loader(self._dataset("val_set"), pad=True)
 
     def test_dataloader(self) -> DataLoader:
-        """Whole test set in a fixed order."""
-        return self._loader(self._dataset("test_set"), self.eval_batch_size, shuffle=False)
+        """Whole test set in a fixed order; under DDP each rank gets a block (no padding, no repeat)."""
+        return self._eval_loader(self._dataset("test_set"))

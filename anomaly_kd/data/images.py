@@ -98,6 +98,16 @@ def load_mask(path: Path | str) -> np.ndarray:
     return a.any(axis=2) if a.ndim == 3 else a > 0
 
 
+def native_mask(path: Path | str, mask_path: Path | str = "") -> np.ndarray:
+    """The ground truth at the image's original size, bool ``[H, W]`` (for evaluation at native
+    resolution): the mask file decoded and binarised like :func:`load_mask`, or, without a mask
+    (normal images), all False at the size read from the image file's header (no decoding)."""
+    if mask_path:
+        return load_mask(mask_path)
+    width, height = image_size_of(Path(path))
+    return np.zeros((height, width), dtype=bool)
+
+
 def image_tensor(pixels: np.ndarray, size: int) -> torch.Tensor:
     """uint8 ``[H, W]`` or ``[H, W, 3]`` -> float32 ``[3, size, size]`` in [0, 1] (bilinear, antialias)."""
     t = torch.from_numpy(np.ascontiguousarray(pixels))

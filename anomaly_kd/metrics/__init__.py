@@ -5,9 +5,11 @@ Functional API (numpy arrays or torch tensors; maps/masks [N,H,W] or [N,1,H,W]):
 :func:`pro_curve` (module ``pro``); :func:`dice`, :func:`f1_optimal_threshold`, :func:`image_f1`,
 :func:`quantile_threshold` (module ``thresholds``). They raise ``ValueError`` with a one-line
 message instead of returning NaN. :class:`AnomalyMetricState` accumulates a test epoch and
-computes them all at once (module ``state``).
+computes them all at once (module ``state``). Pixel metrics also take images of different sizes
+(native resolution): a list of per-image arrays ``[H_i,W_i]`` or a :class:`RaggedImages`.
 """
 
+from ._inputs import RaggedImages
 from .pro import aupro, pro_curve
 from .roc import image_auroc, pixel_auroc, roc_curve
 from .state import AnomalyMetricState
@@ -15,6 +17,7 @@ from .thresholds import dice, f1_optimal_threshold, image_f1, quantile_threshold
 
 __all__ = [
     "AnomalyMetricState",
+    "RaggedImages",
     "aupro",
     "dice",
     "f1_optimal_threshold",

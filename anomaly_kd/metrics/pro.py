@@ -33,7 +33,8 @@ ordered. With N normal pixels and P anomalous pixels of region weight
    linear interpolation, exactly like the official ``trapezoid``.
 
 Regions are labelled per image inside the bounding box of its mask (``scipy.ndimage.label`` with a
-3x3 structure of ones). Nothing is converted to float64 or argsorted at full size: beyond the
+3x3 structure of ones); images may have different sizes (a list of per-image maps, see
+``_inputs``), regions never cross images. Nothing is converted to float64 or argsorted at full size: beyond the
 inputs, memory is the sorted normal scores above the cut plus a few arrays per anomalous pixel.
 """
 
@@ -46,7 +47,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from ._inputs import as_maps, check_both_classes, check_fpr_limit
+from ._inputs import Images, as_images, check_both_classes, check_fpr_limit
 from .roc import count_equal, thin
 
 _CHUNK = 1 << 22  # pixels per step when scanning all maps: temporaries stay at a few MB
@@ -64,22 +65,21 @@ class _Cut(NamedTuple):
     j_at: int  # anom[j_at:] >= c
 
 
-def _anomalous_pixels(maps: np.ndarray, masks: np.ndarray):
+def _anomalous_pixels(images: Images):
     """Scores of the anomalous pixels (ascending) and their PRO weights, in the same order."""
-    rows, cols = masks.any(axis=2), masks.any(axis=1)  # bounding boxes of the masks
-    r0, r1 = rows.argmax(axis=1), rows.shape[1] - rows[:, ::-1].argmax(axis=1)
-    c0, c1 = cols.argmax(axis=1), cols.shape[1] - cols[:, ::-1].argmax(axis=1)
     structure = np.ones((3, 3), dtype=bool)
     scores, ids, n_regions = [], [], 0
-    for i in np.flatnonzero(rows.any(axis=1)):
-        box = (i, slice(r0[i], r1[i]), slice(c0[i], c1[i]))
-        inside = masks[box]
+    for i in images.anomalous_images():
+        amap, mask = images.image(i)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # the mask's bounding box
+        inside = mask[box]
         regions, n = ndimage.label(inside, structure)
         ids.append(regions[inside] + (n_regions - 1))
-        scores.append(maps[box][inside])
+        scores.append(amap[box][inside])
         n_regions += n
     if not scores:
-        return maps.reshape(-1)[:0], np.zeros(0)
+        return images.maps[:0], np.zeros(0)
     scores, ids = np.concatenate(scores), np.concatenate(ids)
     order = np.argsort(scores)
     weights = (1.0 / (np.bincount(ids) * float(n_regions)))[ids[order]]
@@ -130,12 +130,12 @@ def _top_normals(flat: np.ndarray, anomalous: np.ndarray, anom: np.ndarray, k: i
 
 
 def _cut(maps, masks, limit: float) -> _Cut:
-    maps, masks = as_maps(maps, masks)
-    anom, weights = _anomalous_pixels(maps, masks)
-    n_normal = maps.size - anom.size
+    images = as_images(maps, masks)
+    anom, weights = _anomalous_pixels(images)
+    n_normal = images.maps.size - anom.size
     check_both_classes(anom.size, n_normal, "pixels")
     k = min(floor(Fraction(limit) * n_normal) + 1, n_normal)  # exact: no float rounding of k
-    normals = _top_normals(maps.reshape(-1), masks.reshape(-1), anom, k)
+    normals = _top_normals(images.maps, images.masks, anom, k)
     c = normals[normals.size - k]
     return _Cut(
         normals,
@@ -152,8 +152,9 @@ def _cut(maps, masks, limit: float) -> _Cut:
 def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
     """Normalised area under the PRO curve up to ``fpr_limit`` (MVTec AD's AU-PRO), in [0, 1].
 
-    ``maps``: anomaly maps [N,H,W] or [N,1,H,W] (finite floats; any range); ``masks``: binary
-    ground truth of the same shape. Regions are 8-connected; images without anomalous pixels take
+    ``maps``: anomaly maps [N,H,W] or [N,1,H,W] (finite floats; any range), or a list of per-image
+    maps [H_i,W_i] of different sizes (or a :class:`RaggedImages`); ``masks``: binary ground truth
+    of the same shape(s). Regions are 8-connected; images without anomalous pixels take
     part through their normal pixels. Matches the official MVTec evaluation to float rounding.
     Raises ``ValueError`` for mismatched shapes, NaN/inf maps, non-binary masks, no normal or no
     anomalous pixel, or ``fpr_limit`` outside (0, 1].

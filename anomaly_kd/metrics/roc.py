@@ -70,7 +70,8 @@ def image_auroc(scores, labels) -> float:
 def pixel_auroc(maps, masks) -> float:
     """Pixel-level ROC AUC of anomaly ``maps`` against binary ``masks`` over all pixels pooled.
 
-    ``maps``/``masks``: [N,H,W] or [N,1,H,W]. Same value as ``roc_auc_score(masks.ravel(),
+    ``maps``/``masks``: [N,H,W] or [N,1,H,W], or lists of per-image arrays of different sizes
+    (pixels are pooled either way). Same value as ``roc_auc_score(masks.ravel(),
     maps.ravel())``; costs one sort of the maps (a copy; the input is not modified).
     """
     s, y = as_pair(maps, masks, "maps", "masks")

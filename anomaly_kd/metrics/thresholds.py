@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._inputs import as_maps, as_pair, as_scores
+from ._inputs import as_images, as_pair, as_scores
 
 
 def _threshold(threshold) -> np.float64:
@@ -57,9 +57,10 @@ def dice(maps, masks, threshold: float) -> float:
     Pixels are pooled before the ratio (not a mean of per-image Dice), so images with an empty mask
     count only through their false-positive pixels; a normal image with no predicted pixel
     contributes nothing. If P and G are both empty over the whole set, the result is 1.0.
-    ``maps``/``masks``: [N,H,W] or [N,1,H,W].
+    ``maps``/``masks``: [N,H,W] or [N,1,H,W], or lists of per-image arrays of different sizes.
     """
-    m, g = as_maps(maps, masks)
+    images = as_images(maps, masks)
+    m, g = images.maps, images.masks
     predicted = m >= _threshold(threshold)
     n_pred, n_true = int(np.count_nonzero(predicted)), int(np.count_nonzero(g))
     if n_pred + n_true == 0:

@@ -85,6 +85,7 @@ def _module(tmp_path, **kwargs):
     return UninformedStudents(**{**defaults, **kwargs})
 
 
+@pytest.mark.slow
 def test_teachers_are_cached_and_reused(tmp_path, monkeypatch):
     first = _module(tmp_path)
     first.prepare_teachers(progress=False)
@@ -110,6 +111,8 @@ def test_teachers_are_cached_and_reused(tmp_path, monkeypatch):
         _module(tmp_path, patch_sizes=[17, 33], teacher_path="/one.pt").given_teacher_paths()
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:You are trying to")
 def test_validation_statistics_come_from_validation_normals(tmp_path):
     torch.manual_seed(0)
     module = _module(tmp_path)

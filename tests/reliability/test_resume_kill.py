@@ -2,7 +2,9 @@
 
 The reference is an uninterrupted in-process run with the same config and seed. The killed runs
 are real ``python -m anomaly_kd.run`` processes; the kill is sent as soon as the file or log line
-that marks the moment appears (a checkpoint of a finished epoch, the "Testing" line).
+that marks the moment appears (a checkpoint of a finished epoch, the "Testing" line). Runs that
+are not killed (the last resume, a test-only rerun) go in-process: same code, no interpreter
+start-up. SIGTERM in the test stage is sent by the run to itself (a callback), in-process too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tests.reliability.reliability_helpers import (
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 4
+EPOCHS = 3
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +39,13 @@ def data_root(tmp_path_factory) -> Path:
     from anomaly_kd.data.synthetic import make_synthetic_mvtec
 
     root = tmp_path_factory.mktemp("resume_data")
-    make_synthetic_mvtec(root, category="widget", n_train=10, n_test_good=10, n_test_defect=10, size=64)
+    make_synthetic_mvtec(root, category="widget", n_train=10, n_test_good=6, n_test_defect=6, size=32)
     return root
 
 
 @pytest.fixture(scope="module")
 def overrides(data_root) -> list[str]:
-    return [*base_overrides("stfpm", data_root), f"trainer.max_epochs={EPOCHS}"]
+    return [*base_overrides("stfpm", data_root), f"trainer.max_epochs={EPOCHS}", "data.image_size=32"]
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +90,9 @@ def test_sigterm_then_sigkill_in_training_resume_to_the_uninterrupted_result(ove
     assert read_json(out / "results.json")["status"] == "failed"  # the job is not done yet
 
     # 3. ckpt_path=last in the same folder finishes the job.
-    proc = start_cli([*overrides, "ckpt_path=last", f"hydra.run.dir={out}"], cwd=tmp_path)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    from anomaly_kd.pipeline import run
 
+    run(compose_config([*overrides, "ckpt_path=last"], out))
     done = read_json(out / "results.json")
     assert done["status"] == "ok" and done["epochs_trained"] == reference["epochs_trained"] == EPOCHS
     assert done["resumed_from"] == str(last)
@@ -104,40 +105,57 @@ def test_sigterm_then_sigkill_in_training_resume_to_the_uninterrupted_result(ove
     assert_same_weights(out / "checkpoints" / "best.ckpt", ref_dir / "checkpoints" / "best.ckpt")
 
 
-def test_kill_during_testing_leaves_no_results_and_the_test_stage_alone_completes(overrides, reference, tmp_path):
+def test_sigkill_during_testing_leaves_no_results_and_the_test_stage_alone_completes(overrides, reference, tmp_path):
+    import subprocess
+
+    from anomaly_kd.pipeline import run
+
     best = Path(reference["tested_checkpoint"])
     test_only = [*overrides, "train=false", f"ckpt_path={best}"]
-
-    def kill_when_testing(out: Path, sig: int) -> tuple[int, str]:
-        import subprocess
-
-        proc = start_cli([*test_only, f"hydra.run.dir={out}"], cwd=tmp_path, stdout=subprocess.PIPE)
-        for line in proc.stdout:  # Hydra's log goes to stdout; the pipeline logs "Testing <ckpt>"
-            if "Testing " in line:
-                break
-        else:
-            raise AssertionError(f"no 'Testing' line (rc={proc.wait()}): {proc.stderr.read()[-3000:]}")
-        return kill(proc, sig)
-
-    # SIGKILL in the test stage: no results.json at all (it is written last, by an atomic rename)
     out = tmp_path / "killed"
-    rc, _ = kill_when_testing(out, SIGKILL)
+    proc = start_cli([*test_only, f"hydra.run.dir={out}"], cwd=tmp_path, stdout=subprocess.PIPE)
+    for line in proc.stdout:  # Hydra's log goes to stdout; the pipeline logs "Testing <ckpt>"
+        if "Testing " in line:
+            break
+    else:
+        raise AssertionError(f"no 'Testing' line (rc={proc.wait()}): {proc.stderr.read()[-3000:]}")
+    rc, _ = kill(proc, SIGKILL)
     assert rc == -SIGKILL
-    assert not (out / "results.json").exists()
-    assert not list(out.glob(".results.json*"))
+    assert not (out / "results.json").exists()  # written last, by an atomic rename
+    assert not list(out.glob(".results.json*")) and not list(out.glob(".scores.csv*"))
 
-    # SIGTERM in the test stage: exit 143 and the command that reruns the test stage
-    out = tmp_path / "terminated"
-    rc, err = kill_when_testing(out, SIGTERM)
-    assert rc == 143, err[-3000:]
-    rerun = _command_after("Run the test again with: ", err)
-    assert "train=false" in rerun and f"ckpt_path={best}" in rerun
-    assert read_json(out / "results.json")["status"] == "failed"
-
-    proc = start_cli(rerun, cwd=tmp_path)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    run(compose_config(test_only, out))  # the test stage alone completes the job
     done = read_json(out / "results.json")
     assert done["status"] == "ok"
     assert_same_metrics(reference["metrics"], done["metrics"])
     assert (out / "scores.csv").read_text() == (Path(reference["output_dir"]) / "scores.csv").read_text()
+
+
+def test_sigterm_during_testing_says_how_to_complete_the_job(overrides, reference, tmp_path, monkeypatch):
+    import os
+
+    import pytorch_lightning as pl
+
+    import anomaly_kd.pipeline as pipeline
+
+    class SigtermAtFirstTestBatch(pl.Callback):
+        def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            if batch_idx == 0:
+                os.kill(os.getpid(), SIGTERM)
+
+    build_trainer = pipeline.build_trainer
+
+    def with_sigterm(*args, **kwargs):
+        trainer = build_trainer(*args, **kwargs)
+        trainer.callbacks.append(SigtermAtFirstTestBatch())
+        return trainer
+
+    monkeypatch.setattr(pipeline, "build_trainer", with_sigterm)
+    best = reference["tested_checkpoint"]
+    out = tmp_path / "terminated"
+    with pytest.raises(pipeline.JobInterrupted, match="while testing") as stop:
+        pipeline.run(compose_config([*overrides, "train=false", f"ckpt_path={best}"], out))
+    assert stop.value.exit_code == 143
+    assert "Run the test again with: python -m anomaly_kd.run" in str(stop.value)
+    assert f"hydra.run.dir={out}" in stop.value.command
+    assert not (out / "results.json").exists()

@@ -16,7 +16,19 @@ The base class then provides:
   override :meth:`calibrate`.
 - the test loop: maps and scores go into one compact :class:`AnomalyMetricState`; at the end of the
   epoch the metrics are computed once over the whole test set and kept in ``self.test_results``.
-  Per-image scores are kept in ``self.test_scores`` for reports.
+  Per-image scores are kept in ``self.test_scores`` for reports. ``eval_resolution`` (set by the
+  pipeline) is ``"model"`` (maps and masks at the model's input size) or ``"native"``: each map is
+  upsampled (bilinear, align_corners=False) to its image's original size and scored against the
+  original mask, as the official MVTec AD evaluation does. The thresholds from validation normals
+  are computed at model resolution in both cases.
+- DDP: validation and test sets are split between the processes by the datamodule (test without
+  padding: every image is scored once; validation in equal blocks whose repeats are dropped here),
+  items tagged with their data-set ``index``. At the end of the epoch the statistics are gathered
+  from every process and put back in data-set order, so thresholds, ``test_results`` and
+  ``test_scores`` are identical on every rank and equal to a single-process run's (rank 0
+  computes the metrics and broadcasts them). With ``results_handoff`` set (the pipeline does it
+  under ddp_spawn, whose workers cannot return the module's state), rank 0 also writes
+  ``test_results`` and ``test_scores`` to that JSON file.
 
 Batches are dicts with ``image``, ``label``, ``mask``, ``path``, ``mask_path``, ``defect`` (see
 ``anomaly_kd.data``); nothing before the metrics reads ``label`` or ``mask`` of test data.
@@ -24,13 +36,29 @@ Batches are dicts with ``image``, ``label``, ``mask``, ``path``, ``mask_path``, 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import warnings
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
+from anomaly_kd.data.images import native_mask
 from anomaly_kd.metrics import AnomalyMetricState, quantile_threshold
+
+EVAL_RESOLUTIONS = ("model", "native")
+
+# Under DDP the val/ and test/ values logged here are already global (gathered, or broadcast from
+# rank 0): Lightning's advice to sync them across devices does not apply.
+warnings.filterwarnings(
+    "ignore", message=r".*self\.log\('(val|test)/.*sync_dist=True.*", category=PossibleUserWarning
+)
 
 
 class AnomalyModule(pl.LightningModule):
@@ -47,10 +75,14 @@ class AnomalyModule(pl.LightningModule):
         self.threshold_quantile = threshold_quantile
         self.fpr_limit = fpr_limit
         self.has_masks = True  # set from the datamodule by the pipeline
+        self.eval_resolution = "model"  # set from the config by the pipeline: model | native
+        self.results_handoff: str | None = None  # ddp_spawn: where rank 0 writes the test results
         self.register_buffer("image_threshold", torch.tensor(float("nan")))
         self.register_buffer("pixel_threshold", torch.tensor(float("nan")))
         self._val_maps: list[torch.Tensor] = []
         self._val_scores: list[torch.Tensor] = []
+        self._val_index: list[np.ndarray] = []
+        self._test_index: list[np.ndarray] = []
         self.metric_state: AnomalyMetricState | None = None
         self.test_results: dict[str, Any] = {}
         self.test_scores: list[dict[str, Any]] = []
@@ -71,29 +103,40 @@ class AnomalyModule(pl.LightningModule):
 
     # ---------------------------------------------------------------- validation (normals only)
     def on_validation_epoch_start(self) -> None:
-        self._val_maps, self._val_scores = [], []
+        self._val_maps, self._val_scores, self._val_index = [], [], []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         maps, scores = self._maps_and_scores(batch["image"])
+        self._val_index.append(_batch_index(batch, self._val_index))
         self._val_maps.append(maps.detach().cpu())
         self._val_scores.append(scores.detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_maps:
+        if not self._val_maps and self._world_size() <= 1:
             return
-        maps = torch.cat(self._val_maps)
-        scores = torch.cat(self._val_scores)
-        maps, scores = self._gather_val(maps, scores)
+        maps, scores = _cat(self._val_maps), _cat(self._val_scores)
+        maps, scores = self._gather_val(maps, scores, _cat_index(self._val_index))
+        self._val_maps, self._val_scores, self._val_index = [], [], []
+        if not len(scores):
+            return
         self.calibrate(maps, scores)
         self.log("val/map_mean", maps.mean().item(), prog_bar=True, batch_size=len(scores))
         self.log("val/score_mean", scores.mean().item(), batch_size=len(scores))
-        self._val_maps, self._val_scores = [], []
 
-    def _gather_val(self, maps: torch.Tensor, scores: torch.Tensor):
-        if self.trainer is None or self.trainer.world_size <= 1:
+    def _gather_val(self, maps: torch.Tensor, scores: torch.Tensor, index: np.ndarray | None = None):
+        """All ranks' validation maps and scores, each image once, in data-set order (the shards
+        may differ in size; the repeats that pad them are dropped by ``index``)."""
+        if self._world_size() <= 1:
             return maps, scores
-        gathered = self.all_gather({"maps": maps.to(self.device), "scores": scores.to(self.device)})
-        return gathered["maps"].flatten(0, 1).cpu(), gathered["scores"].flatten(0, 1).cpu()
+        if index is None:
+            index = np.arange(len(scores))
+        parts = _all_gather_object((index, maps.numpy(), scores.numpy()))
+        parts = [p for p in parts if len(p[0])] or parts[:1]  # a rank may have had no batch
+        index = np.concatenate([p[0] for p in parts])
+        _, first = np.unique(index, return_index=True)  # first copy of each item, by index
+        maps = np.concatenate([p[1] for p in parts])[first] if len(first) else maps.numpy()[:0]
+        scores = np.concatenate([p[2] for p in parts])[first]
+        return torch.from_numpy(np.ascontiguousarray(maps)), torch.from_numpy(np.ascontiguousarray(scores))
 
     def calibrate(self, maps: torch.Tensor, scores: torch.Tensor) -> None:
         """Statistics from validation normals: here the image and pixel thresholds."""
@@ -103,15 +146,23 @@ class AnomalyModule(pl.LightningModule):
 
     # ---------------------------------------------------------------- test
     def on_test_epoch_start(self) -> None:
+        if self.eval_resolution not in EVAL_RESOLUTIONS:
+            raise ValueError(f"eval_resolution must be one of {EVAL_RESOLUTIONS}, got {self.eval_resolution!r}")
         self.metric_state = AnomalyMetricState(has_masks=self.has_masks, fpr_limit=self.fpr_limit)
-        self.test_results, self.test_scores = {}, []
+        self.test_results, self.test_scores, self._test_index = {}, [], []
 
     def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         maps, scores = self._maps_and_scores(batch["image"])
         maps_cpu, scores_cpu = maps.detach().cpu(), scores.detach().cpu()
         labels = batch["label"].detach().cpu()
-        masks = batch["mask"].detach().cpu() if self.has_masks else None
-        self.metric_state.update(maps_cpu, scores_cpu, labels, masks)
+        self._test_index.append(_batch_index(batch, self._test_index))
+        if not self.has_masks:
+            self.metric_state.update(None, scores_cpu, labels, None)
+        elif self.eval_resolution == "native":
+            masks = [native_mask(p, m) for p, m in zip(batch["path"], batch["mask_path"])]
+            self.metric_state.update(_upsample(maps, masks), scores_cpu, labels, masks)
+        else:
+            self.metric_state.update(maps_cpu, scores_cpu, labels, batch["mask"].detach().cpu())
         for path, defect, label, score in zip(batch["path"], batch["defect"], labels, scores_cpu):
             self.test_scores.append(
                 {"path": path, "defect": defect, "label": int(label), "score": float(score)}
@@ -119,16 +170,48 @@ class AnomalyModule(pl.LightningModule):
         return {"maps": maps_cpu, "scores": scores_cpu}
 
     def on_test_epoch_end(self) -> None:
-        results = self.metric_state.compute(
-            pixel_threshold=_finite_or_none(self.pixel_threshold),
-            image_threshold=_finite_or_none(self.image_threshold),
-        )
-        results["image_threshold_val"] = _finite_or_none(self.image_threshold)
-        results["pixel_threshold_val"] = _finite_or_none(self.pixel_threshold)
+        distributed = self._world_size() > 1
+        if distributed:
+            self._gather_test()
+        results = None
+        if not distributed or self.trainer.is_global_zero:
+            results = self.metric_state.compute(
+                pixel_threshold=_finite_or_none(self.pixel_threshold),
+                image_threshold=_finite_or_none(self.image_threshold),
+            )
+            results["image_threshold_val"] = _finite_or_none(self.image_threshold)
+            results["pixel_threshold_val"] = _finite_or_none(self.pixel_threshold)
+        if distributed:
+            box = [results]
+            torch.distributed.broadcast_object_list(box, src=0)
+            results = box[0]
         self.test_results = results
+        if self.results_handoff and (not distributed or self.trainer.is_global_zero):
+            _write_json(Path(self.results_handoff), {"test_results": results, "test_scores": self.test_scores})
         for key, value in results.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.log(f"test/{key}", float(value), batch_size=1)
+
+    def _gather_test(self) -> None:
+        """Replace this rank's metric state and score rows by the whole test set's, each image
+        once, in data-set order (the same on every rank)."""
+        index = _cat_index(self._test_index)
+        parts = _all_gather_object((index, self.metric_state.state_arrays(), self.test_scores))
+        index = np.concatenate([p[0] for p in parts])
+        states = [AnomalyMetricState.from_arrays(**p[1], fpr_limit=self.fpr_limit) for p in parts]
+        rows = [row for p in parts for row in p[2]]
+        _, first = np.unique(index, return_index=True)
+        self.metric_state = AnomalyMetricState.merge(states).take(first)
+        self.test_scores = [rows[i] for i in first]
+        self._test_index = [index[first]]
+
+    def _world_size(self) -> int:
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return 1
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return 1
+        return int(trainer.world_size)
 
     # ---------------------------------------------------------------- predict / export
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
@@ -148,6 +231,48 @@ class AnomalyModule(pl.LightningModule):
             "class_path": f"{cls.__module__}:{cls.__qualname__}",
             "image_size": int(size) if size is not None else None,
         }
+
+
+def _batch_index(batch: dict, earlier: list[np.ndarray]) -> np.ndarray:
+    """Data-set indices of a batch's items: the loader's ``index`` (DDP shards), else the
+    position in the (sequential, single-process) loader."""
+    if "index" in batch:
+        return np.asarray(torch.as_tensor(batch["index"]).cpu(), dtype=np.int64).reshape(-1)
+    start = sum(len(i) for i in earlier)
+    return np.arange(start, start + len(batch["label"]), dtype=np.int64)
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def _cat_index(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _all_gather_object(obj: Any) -> list[Any]:
+    """``obj`` of every rank (any picklable object, sizes may differ), in rank order."""
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _upsample(maps: torch.Tensor, masks: list[np.ndarray]) -> list[np.ndarray]:
+    """Each map [1, h, w] resized (bilinear, align_corners=False, float32) to its mask's shape."""
+    out = []
+    with torch.autocast(device_type=maps.device.type, enabled=False):
+        for amap, mask in zip(maps.float(), masks):
+            size = tuple(int(n) for n in mask.shape)
+            if tuple(amap.shape[-2:]) != size:
+                amap = F.interpolate(amap[None], size=size, mode="bilinear", align_corners=False)[0]
+            out.append(amap[0].detach().cpu().numpy())
+    return out
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)
 
 
 def _finite_or_none(value: torch.Tensor | float) -> float | None:

@@ -46,10 +46,13 @@ class GaussianBlur2d(nn.Module):
     def _blur_along(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         index = symmetric_indices(x.shape[dim], self.radius, x.device)
         padded = x.index_select(dim, index)
-        channels, taps = x.shape[1], self.kernel.numel()
-        shape = (1, 1, taps, 1) if dim == 2 else (1, 1, 1, taps)
-        weight = self.kernel.to(x.dtype).view(shape).expand(channels, -1, -1, -1)
-        return F.conv2d(padded, weight, groups=channels)
+        taps = self.kernel.numel()
+        weight = self.kernel.to(x.dtype).view((1, 1, taps, 1) if dim == 2 else (1, 1, 1, taps))
+        # Every channel as its own single-channel map: a weight of static shape, so the op also
+        # exports to ONNX (a weight expanded to the input's channel count does not).
+        flat = padded.reshape(-1, 1, padded.shape[2], padded.shape[3])
+        out = F.conv2d(flat, weight)
+        return out.reshape(x.shape[0], x.shape[1], out.shape[2], out.shape[3])
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return self._blur_along(self._blur_along(maps, 2), 3)

@@ -1,8 +1,8 @@
 """STFPM ensemble LightningModule: all students trained together, STFPM's recipe for each.
 
 One SGD optimizer over every student's parameters on the sum of their STFPM losses is equivalent
-to one SGD per student (see :mod:`.loss`): SGD's momentum buffer and weight decay act on each
-parameter alone and nothing (no gradient clipping) couples the students.
+to one SGD per student on the same batches (see :mod:`.loss`): SGD's momentum buffer and weight
+decay act on each parameter alone and nothing (no gradient clipping) couples the students.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 
 The students share no parameters, so the gradient of the sum w.r.t. student m's parameters is the
 gradient of student m's own loss; one SGD optimizer over all of them (momentum and weight decay
-are per-parameter, element-wise) therefore makes exactly the updates of M independent STFPM runs.
+are per-parameter, element-wise) therefore makes exactly the updates of M independent STFPM runs
+that see the same batches in the same order.
 """
 
 from __future__ import annotations
