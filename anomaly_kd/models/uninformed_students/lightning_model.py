@@ -128,8 +128,7 @@ class UninformedStudents(AnomalyModule):
                 log.info("Teacher p=%d final losses: %s", p, losses)
             self._barrier()
             state = load_teacher_state(path, p, self.hparams.descriptor_dim)
-            self.model.teachers[scale].load_state_dict(state)
-            self.model.teachers[scale].eval()
+            self.model.teachers[scale].load_state_dict(state)  # no dropout/BN: mode-independent
             self.teacher_ready[scale] = True
             log.info("Teacher p=%d loaded from %s", p, path)
 

@@ -157,8 +157,9 @@ class PatchSource:
             oy = int(rng.integers(other.shape[-2] - p + 1))
             ox = int(rng.integers(other.shape[-1] - p + 1))
             negatives.append(other[:, oy : oy + p, ox : ox + p])
-        stack = torch.stack
-        return stack(anchors), (stack(positives) if triplets else None), (stack(negatives) if triplets else None)
+        if not triplets:
+            return torch.stack(anchors), None, None
+        return torch.stack(anchors), torch.stack(positives), torch.stack(negatives)
 
 
 # ------------------------------------------------------------------------------------ KD target
@@ -250,7 +251,10 @@ def teacher_file(teacher_dir: str | Path, patch_size: int, cfg: PretrainConfig) 
     digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
     source = "skimage" if cfg.data == "skimage" else _slug(Path(cfg.data).name or "folder")
     kd = "none" if cfg.lambda_k <= 0 else cfg.backbone + ("" if cfg.pretrained else "-random")
-    name = f"us_teacher_p{patch_size}_d{cfg.descriptor_dim}_{kd}_{source}_seed{cfg.seed}_it{cfg.iterations}_{digest}.pt"
+    name = (
+        f"us_teacher_p{patch_size}_d{cfg.descriptor_dim}_{kd}_{source}"
+        f"_seed{cfg.seed}_it{cfg.iterations}_{digest}.pt"
+    )
     return Path(teacher_dir).expanduser() / name
 
 
