@@ -28,10 +28,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from anomaly_kd.callbacks.wandb_extras import log_run_config
 from anomaly_kd.callbacks.nan_guard import NonFiniteLossGuard
 from anomaly_kd.callbacks.output_folder import folder_write_problem
 from anomaly_kd.callbacks.seeding import EpochSeeder
+from anomaly_kd.callbacks.wandb_extras import log_run_config
 from anomaly_kd.errors import UserError
 from anomaly_kd.reporting.results import (
     package_versions,
@@ -343,6 +343,16 @@ class _Job:
         self.trained = False
         self.tested_checkpoint: str | None = None
         self.test_only = False
+        self._stale_last: tuple[int, int] | None = None  # a last.ckpt this run did not write
+
+    def note_existing_checkpoint(self, resuming: bool) -> None:
+        """Remember a last.ckpt left in the folder by an earlier run (unless this run resumes it)."""
+        if self.output_dir is not None and not resuming:
+            self._stale_last = _file_version(self.output_dir / "checkpoints" / "last.ckpt")
+
+    def _resumable(self, last: Path) -> bool:
+        version = _file_version(last)
+        return version is not None and version != self._stale_last
 
     def _on_sigterm(self, signum, frame) -> None:
         # Inside fit/test, Lightning's handler is installed and calls this one after setting its
@@ -375,7 +385,7 @@ class _Job:
                                   f"written. Run the test again with: {command}", command)
         last = folder / "checkpoints" / "last.ckpt"
         if self.stage in ("setting up", "training"):
-            if last.is_file():
+            if self._resumable(last):
                 command = job_command({"ckpt_path": last, **here}, drop=_RESUME_REPLACES)
                 return JobInterrupted(
                     f"interrupted by SIGTERM while {self.stage}; the checkpoint of the last finished "
@@ -383,7 +393,7 @@ class _Job:
             command = job_command(here, drop=_RESUME_REPLACES)
             return JobInterrupted(f"interrupted by SIGTERM while {self.stage}, before any epoch had "
                                   f"finished. Start again with: {command}", command)
-        ckpt = self.tested_checkpoint or (str(last) if last.is_file() else None)
+        ckpt = self.tested_checkpoint or (str(last) if self._resumable(last) else None)
         if ckpt is None:
             command = job_command(here, drop=_RESUME_REPLACES)
             return JobInterrupted(f"interrupted by SIGTERM while {self.stage}; results.json was not "
@@ -392,6 +402,14 @@ class _Job:
         return JobInterrupted(f"interrupted by SIGTERM while {self.stage}; training had finished but "
                               f"results.json was not written. Complete the job (test stage only) "
                               f"with: {command}", command)
+
+
+def _file_version(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -440,6 +458,7 @@ def _run(cfg: DictConfig, job: _Job) -> dict[str, Any]:
         raise UserError(problem)
     job.output_dir = output_dir
     job.test_only = not cfg.get("train", True)
+    job.note_existing_checkpoint(resuming=bool(cfg.get("ckpt_path")))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)

@@ -89,10 +89,12 @@ def test_native_resolution_equals_metrics_by_hand(native_folder, tmp_path):
     assert model_res["metrics"]["pixel_auroc"] != metrics["pixel_auroc"]
 
 
-def test_maps_are_float32_under_autocast():
-    from anomaly_kd.models import MODEL_REGISTRY
+@pytest.mark.parametrize("name", ["stfpm", "stfpm_ensemble", "simple_student", "reverse_distillation"])
+def test_maps_are_float32_under_autocast(name):
+    from anomaly_kd.models import get_model_class
 
-    model = MODEL_REGISTRY["stfpm"](pretrained=False).eval()
+    torch.manual_seed(0)
+    model = get_model_class(name)(pretrained=False).eval()
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         maps, scores = model._maps_and_scores(images)

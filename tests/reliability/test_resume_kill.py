@@ -131,7 +131,11 @@ def test_sigkill_during_testing_leaves_no_results_and_the_test_stage_alone_compl
     assert (out / "scores.csv").read_text() == (Path(reference["output_dir"]) / "scores.csv").read_text()
 
 
-def test_sigterm_during_testing_says_how_to_complete_the_job(overrides, reference, tmp_path, monkeypatch):
+def test_sigterm_during_testing_prints_the_rerun_and_keeps_finished_results(overrides, reference, tmp_path, monkeypatch, cli):
+    """SIGTERM (sent by the run to itself at the first test batch) through the real entry point:
+    exit 143, the command that reruns the test stage, and an ok results.json already in the folder
+    (a re-test of a finished run) is not replaced by the failure record."""
+    import json
     import os
 
     import pytorch_lightning as pl
@@ -150,12 +154,21 @@ def test_sigterm_during_testing_says_how_to_complete_the_job(overrides, referenc
         trainer.callbacks.append(SigtermAtFirstTestBatch())
         return trainer
 
+    out = tmp_path / "retest"
+    out.mkdir()
+    finished = {"status": "ok", "metrics": {"image_auroc": 0.5}}
+    (out / "results.json").write_text(json.dumps(finished))
+    test_only = [*overrides, "train=false", f"ckpt_path={reference['tested_checkpoint']}", f"hydra.run.dir={out}"]
+
     monkeypatch.setattr(pipeline, "build_trainer", with_sigterm)
-    best = reference["tested_checkpoint"]
-    out = tmp_path / "terminated"
-    with pytest.raises(pipeline.JobInterrupted, match="while testing") as stop:
-        pipeline.run(compose_config([*overrides, "train=false", f"ckpt_path={best}"], out))
-    assert stop.value.exit_code == 143
-    assert "Run the test again with: python -m anomaly_kd.run" in str(stop.value)
-    assert f"hydra.run.dir={out}" in stop.value.command
-    assert not (out / "results.json").exists()
+    result = cli(*test_only)
+    monkeypatch.setattr(pipeline, "build_trainer", build_trainer)
+    assert result.code == 143, result.err[-3000:]
+    assert "Traceback" not in result.err
+    rerun = _command_after("Run the test again with: ", result.err)
+    assert "train=false" in rerun and f"hydra.run.dir={out}" in rerun
+    assert json.loads((out / "results.json").read_text()) == finished
+
+    result = cli(*rerun)
+    assert result.code == 0, result.err[-3000:]
+    assert_same_metrics(reference["metrics"], read_json(out / "results.json")["metrics"])

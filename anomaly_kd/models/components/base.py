@@ -132,7 +132,7 @@ class AnomalyModule(pl.LightningModule):
             index = np.arange(len(scores))
         parts = _all_gather_object((index, maps.numpy(), scores.numpy()))
         parts = [p for p in parts if len(p[0])] or parts[:1]  # a rank may have had no batch
-        index = np.concatenate([p[0] for p in parts])
+        index = _global_index([p[0] for p in parts])
         _, first = np.unique(index, return_index=True)  # first copy of each item, by index
         maps = np.concatenate([p[1] for p in parts])[first] if len(first) else maps.numpy()[:0]
         scores = np.concatenate([p[2] for p in parts])[first]
@@ -197,7 +197,7 @@ class AnomalyModule(pl.LightningModule):
         once, in data-set order (the same on every rank)."""
         index = _cat_index(self._test_index)
         parts = _all_gather_object((index, self.metric_state.state_arrays(), self.test_scores))
-        index = np.concatenate([p[0] for p in parts])
+        index = _global_index([p[0] for p in parts])
         states = [AnomalyMetricState.from_arrays(**p[1], fpr_limit=self.fpr_limit) for p in parts]
         rows = [row for p in parts for row in p[2]]
         _, first = np.unique(index, return_index=True)
@@ -235,11 +235,23 @@ class AnomalyModule(pl.LightningModule):
 
 def _batch_index(batch: dict, earlier: list[np.ndarray]) -> np.ndarray:
     """Data-set indices of a batch's items: the loader's ``index`` (DDP shards), else the
-    position in the (sequential, single-process) loader."""
+    position in the (sequential, single-process) loader, as ``-1 - position``."""
     if "index" in batch:
         return np.asarray(torch.as_tensor(batch["index"]).cpu(), dtype=np.int64).reshape(-1)
     start = sum(len(i) for i in earlier)
-    return np.arange(start, start + len(batch["label"]), dtype=np.int64)
+    return -1 - np.arange(start, start + len(batch["label"]), dtype=np.int64)
+
+
+def _global_index(parts: list[np.ndarray]) -> np.ndarray:
+    """The gathered indices of every rank. Items of a loader without ``index`` (not from an
+    AnomalyDataModule: shards unknown, maybe padded) are kept all, in rank order, with a warning."""
+    if all((p >= 0).all() for p in parts):
+        return np.concatenate(parts)
+    from pytorch_lightning.utilities import rank_zero_warn
+
+    rank_zero_warn("the evaluation loader gives no item `index` under DDP: results gathered in rank order, "
+                   "items a padding sampler repeated are counted twice; use an AnomalyDataModule.")
+    return np.arange(sum(len(p) for p in parts), dtype=np.int64)
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
