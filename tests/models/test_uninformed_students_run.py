@@ -27,7 +27,8 @@ def test_end_to_end_tiny_run(run_tiny, tiny_mvtec):
     assert metrics["pixel_threshold_val"] is not None
     assert results["tested_checkpoint"] == "weights after the last training epoch"
     teachers = sorted(p.name for p in (Path(tiny_mvtec) / "teachers").glob("us_teacher_*.pt"))
-    assert [name.split("_")[2] for name in teachers] == ["p17", "p33", "p65"]
+    # (the session-wide tiny folder may also hold teachers other tests pretrained with other settings)
+    assert {name.split("_")[2] for name in teachers} == {"p17", "p33", "p65"}
     last = Path(results["output_dir"]) / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
     assert torch.isfinite(state["model.score_stats"]).all()
