@@ -8,6 +8,11 @@ status 2.
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
 
 class UserError(Exception):
     """A problem the user can fix; its message is one line that says what to do."""
@@ -16,3 +21,28 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError behind ``exc`` (Hydra's instantiate wraps errors raised by constructors)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def exit_on_user_error(task: Callable[..., Any], *args: Any) -> Any:
+    """Run a command-line task; a UserError (also a wrapped one) ends as one ``error:`` line on
+    stderr and exit status 2, anything else propagates with its traceback."""
+    try:
+        return task(*args)
+    except Exception as exc:
+        err = user_error_in(exc)
+        if err is None:
+            raise
+        logging.getLogger("anomaly_kd").error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(UserError.exit_code)

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from anomaly_kd.errors import UserError
+from anomaly_kd.errors import UserError, exit_on_user_error
 from anomaly_kd.inference import ExportableAnomalyModel, LoadedCheckpoint, load_checkpoint
-from anomaly_kd.run import user_error_in
 
 log = logging.getLogger("anomaly_kd.export")
 
@@ -280,15 +278,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://anomaly_kd.conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    try:
-        export(cfg)
-    except Exception as exc:
-        err = user_error_in(exc)
-        if err is None:
-            raise
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(UserError.exit_code)
+    exit_on_user_error(export, cfg)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import csv
 import json
 import logging
 import math
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from anomaly_kd.callbacks.overlays import overlay_panel
 from anomaly_kd.data.images import IMAGE_EXTENSIONS, image_size_of, image_tensor, list_images, load_rgb
-from anomaly_kd.errors import UserError
+from anomaly_kd.errors import UserError, exit_on_user_error
 from anomaly_kd.inference import LoadedCheckpoint, load_checkpoint, require_checkpoint
-from anomaly_kd.run import user_error_in
 
 log = logging.getLogger("anomaly_kd.predict")
 
@@ -226,15 +224,7 @@ def _finite(value: float) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="pkg://anomaly_kd.conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
-        predict(cfg)
-    except Exception as exc:
-        err = user_error_in(exc)
-        if err is None:
-            raise
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(UserError.exit_code)
+    exit_on_user_error(predict, cfg)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from anomaly_kd.errors import UserError
 from anomaly_kd.pipeline import JobInterrupted, run
 from anomaly_kd.reporting.failures import (
     finish_experiment_loggers,
@@ -25,17 +24,6 @@ from anomaly_kd.reporting.failures import (
 from anomaly_kd.reporting.launch import check_launch
 
 log = logging.getLogger("anomaly_kd")
-
-
-def user_error_in(exc: BaseException) -> UserError | None:
-    """The UserError behind ``exc`` (Hydra's instantiate wraps errors raised by constructors)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, UserError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _record_interruption(cfg: DictConfig, exc: JobInterrupted) -> None:
