@@ -157,21 +157,6 @@ def _orphan_mask(mask: Path, image_dir: Path) -> None:
 class MVTecDataModule(AnomalyDataModule):
     """MVTec AD category (or any folder in the MVTec layout). See :class:`AnomalyDataModule`."""
 
-    has_masks = True
-
-    def __init__(
-        self,
-        root: str,
-        category: str,
-        image_size: int = 256,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_split: float = 0.2,
-        seed: int = 0,
-    ):
-        super().__init__(root, category, image_size, batch_size, eval_batch_size, num_workers, val_split, seed)
-
     def _build_datasets(self):
         train, test = index_category(category_dir(self.root, self.category))
         train_idx, val_idx = seeded_split(len(train), self.val_split, self.seed)
