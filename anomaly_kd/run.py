@@ -7,7 +7,6 @@ line too, with the command that resumes the job, and exit status 143 (128 + SIGT
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
@@ -18,7 +17,6 @@ from anomaly_kd.pipeline import JobInterrupted, run
 from anomaly_kd.reporting.failures import (
     finish_experiment_loggers,
     handle_job_failure,
-    job_output_dir,
     write_failed_results,
 )
 from anomaly_kd.reporting.launch import check_launch
@@ -27,11 +25,7 @@ log = logging.getLogger("anomaly_kd")
 
 
 def _record_interruption(cfg: DictConfig, exc: JobInterrupted) -> None:
-    try:
-        folder = job_output_dir(cfg)
-        previous = folder / "results.json" if folder is not None else None
-        if previous is not None and previous.is_file() and json.loads(previous.read_text()).get("status") == "ok":
-            return  # an interrupted re-test must not replace the finished results already there
+    try:  # a finished run's results.json is kept; the interruption then goes beside it
         write_failed_results(None, cfg, exc, interrupted=True, resume_command=exc.command)
     except Exception as error:  # e.g. the disk that made us stop: the message still goes out
         log.warning("could not write the failed results.json: %s", error)

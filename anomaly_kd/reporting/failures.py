@@ -3,6 +3,8 @@
 :func:`write_failed_results` writes ``{"status": "failed", "error": <one line>, ...}`` with the
 same identifying keys as a successful run (model, data, category, seed, output_dir, config), so
 that the sweep tables (:mod:`anomaly_kd.reporting.sweep`) list the job as failed with its error.
+A finished run's results (``status: ok``) are never replaced: a later failure in the same folder
+(a re-test, a resumed job that is interrupted again) goes to ``results.failed.json`` beside them.
 :func:`handle_job_failure` is what the entry point calls on any exception:
 
 - in a multirun (``-m``) it records the failure and returns, so the launcher goes on with the
@@ -14,6 +16,7 @@ that the sweep tables (:mod:`anomaly_kd.reporting.sweep`) list the job as failed
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -27,6 +30,9 @@ from anomaly_kd.errors import UserError
 from anomaly_kd.reporting.results import package_versions, write_json_atomic
 
 log = logging.getLogger("anomaly_kd")
+
+#: where a failure is written when the folder already holds a finished run's results.json
+FAILED_BESIDE_OK = "results.failed.json"
 
 #: longest error line kept in tables (results.json keeps the whole message and the traceback)
 MAX_ERROR_CHARS = 500
@@ -148,7 +154,22 @@ def write_failed_results(output_dir: str | os.PathLike | None, cfg: DictConfig |
         return None
     payload = failed_results(cfg, exc, output_dir)
     payload.update(extra)
-    return write_json_atomic(output_dir / "results.json", payload)
+    target = output_dir / "results.json"
+    if _finished(target):
+        # e.g. a re-test (`train=false ckpt_path=...`) in the folder of a finished job failed:
+        # the finished results stay, the failure is recorded beside them
+        target = output_dir / FAILED_BESIDE_OK
+        log.warning("%s holds a finished run's results; this failure is recorded in %s instead",
+                    output_dir / "results.json", target)
+    return write_json_atomic(target, payload)
+
+
+def _finished(path: Path) -> bool:
+    """True when ``path`` is the results.json of a run that finished (``status: ok``)."""
+    try:
+        return path.is_file() and json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def finish_experiment_loggers(exit_code: int = 0) -> None:

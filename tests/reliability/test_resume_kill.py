@@ -168,6 +168,8 @@ def test_sigterm_during_testing_prints_the_rerun_and_keeps_finished_results(over
     rerun = _command_after("Run the test again with: ", result.err)
     assert "train=false" in rerun and f"hydra.run.dir={out}" in rerun
     assert json.loads((out / "results.json").read_text()) == finished
+    beside = read_json(out / "results.failed.json")  # the interruption is recorded beside them
+    assert beside["status"] == "failed" and beside["interrupted"] is True and "train=false" in beside["resume_command"]
 
     result = cli(*rerun)
     assert result.code == 0, result.err[-3000:]

@@ -110,6 +110,23 @@ def test_failed_results_json_has_the_identifying_keys(tmp_path, compose_cfg):
     assert saved["error_type"] == "UserError" and saved["output_dir"] == str((tmp_path / "job").resolve())
 
 
+def test_a_later_failure_never_replaces_finished_results(tmp_path, compose_cfg):
+    job = tmp_path / "job"
+    cfg = compose_cfg(["model=stfpm", "data=mvtec", "category=hazelnut"], job)
+    job.mkdir(parents=True, exist_ok=True)
+    # no results yet, or a failed one: the failure goes to results.json
+    assert write_failed_results(job, cfg, ValueError("first")) == (job / "results.json").resolve()
+    assert write_failed_results(job, cfg, ValueError("second")).name == "results.json"
+    assert json.loads((job / "results.json").read_text())["error"] == "ValueError: second"
+    # a finished run's results stay; the failure of a later re-test is written beside them
+    finished = {"status": "ok", "metrics": {"image_auroc": 0.75}}
+    (job / "results.json").write_text(json.dumps(finished))
+    path = write_failed_results(job, cfg, UserError("data folder /x not found; set data.root"))
+    assert path == (job / "results.failed.json").resolve()
+    assert json.loads((job / "results.json").read_text()) == finished
+    assert json.loads(path.read_text())["error"] == "data folder /x not found; set data.root"
+
+
 def test_only_the_main_process_writes(monkeypatch, tmp_path):
     for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
         monkeypatch.delenv(var, raising=False)
