@@ -132,6 +132,10 @@ def write_metric_plots(state, dirpath: str | Path, fpr_limit: float = 0.3, metri
     }
 
 
+def _pixels(state) -> str:
+    return f" and {state.maps.size:,} pixels" if state.has_masks and state.maps is not None else ""
+
+
 class MetricPlots(pl.Callback):
     """Writes ``curves.png`` and ``score_histogram.png`` into ``dirpath`` after each test, logs
     how long the metrics took, and sends the figures to W&B when a WandbLogger is attached."""
@@ -149,16 +153,20 @@ class MetricPlots(pl.Callback):
         if state is None:
             return
         self._start = time.perf_counter()
-        n_images = int(state.scores.size)
-        pixels = f" and {state.maps.size:,} pixels" if state.has_masks and state.maps is not None else ""
-        log.info("Computing the metrics over %d test images%s ...", n_images, pixels)
+        if trainer.world_size > 1:  # this rank's state holds its shard only until the module gathers
+            if trainer.is_global_zero:
+                log.info("Gathering the test maps of %d processes and computing the metrics ...", trainer.world_size)
+            return
+        log.info("Computing the metrics over %d test images%s ...", int(state.scores.size), _pixels(state))
 
     def on_test_end(self, trainer, pl_module) -> None:
         state = getattr(pl_module, "metric_state", None)
         results = getattr(pl_module, "test_results", {}) or {}
         if self._start is not None:
             seconds = results.get("metric_seconds", time.perf_counter() - self._start)
-            log.info("Metrics computed in %.1f s", seconds)
+            if trainer.is_global_zero:
+                images = f" over {int(state.scores.size)} test images{_pixels(state)}" if state is not None else ""
+                log.info("Metrics%s computed in %.1f s", images, seconds)
             self._start = None
         if not self.enabled or state is None or not trainer.is_global_zero or state.scores.size == 0:
             return

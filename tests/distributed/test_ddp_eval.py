@@ -104,3 +104,28 @@ def test_ddp_spawn_fit_runs_and_reports(odd_mvtec, tmp_path):
     # the test workers' CSV logger must not wipe the training curves of the fit workers
     logs = [p.read_text() for p in (out / "logs").glob("metrics*.csv")]
     assert any("train/loss" in text for text in logs) and any("test/aupro" in text for text in logs)
+
+
+def test_ddp_spawn_uninformed_students_validation_counts_each_normal_once(odd_mvtec, tmp_path):
+    """Uninformed Students gathers its own raw e and v maps for the normalisers: on 2 ranks (one
+    validation normal repeated as padding) they, and the thresholds, equal one process's."""
+    import pytorch_lightning as pl
+
+    from anomaly_kd.pipeline import build_datamodule, build_model
+
+    tiny = ["model=uninformed_students", "data.image_size=24", "model.patch_sizes=[17]", "model.n_students=2",
+            "model.crop=8", "model.teacher_iterations=2", "model.teacher_batch_size=8",
+            f"model.teacher_dir={tmp_path / 'teachers'}"]
+    fitted = _run(odd_mvtec, tmp_path / "fit", *tiny, "test=false")
+    ckpt = str(tmp_path / "fit" / "checkpoints" / "last.ckpt")
+    assert fitted["status"] == "ok" and Path(ckpt).is_file()
+    cfg = compose_config([*_overrides(odd_mvtec), *tiny], tmp_path / "validate")
+    results, stats = {}, {}
+    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+        datamodule, model = build_datamodule(cfg), build_model(cfg)
+        trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        (results[devices],) = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    assert len(datamodule.val_dataloader().dataset) == N_VAL
+    for key in ("val/e_mean_p17", "val/v_mean_p17", "val/map_mean", "val/score_mean"):
+        assert results[2][key] == pytest.approx(results[1][key], rel=1e-5, abs=1e-7), key

@@ -111,6 +111,48 @@ def test_teachers_are_cached_and_reused(tmp_path, monkeypatch):
         _module(tmp_path, patch_sizes=[17, 33], teacher_path="/one.pt").given_teacher_paths()
 
 
+def test_parallel_jobs_pretrain_a_shared_teacher_once(tmp_path, monkeypatch):
+    """Two jobs (threads here; the lock is per open file, so processes behave the same) needing
+    the same teacher: one pretrains it, the other waits for the file and loads it."""
+    import threading
+    import time
+
+    calls = []
+    real = tp.pretrain_teacher
+
+    def slow_pretrain(*args, **kwargs):
+        calls.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the other job to reach the lock
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("anomaly_kd.models.uninformed_students.lightning_model.pretrain_teacher", slow_pretrain)
+    jobs = [_module(tmp_path) for _ in range(2)]
+    errors = []
+
+    def prepare(job):
+        try:
+            job.prepare_teachers(progress=False)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=prepare, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and len(calls) == 1
+    assert all(bool(job.teacher_ready.all()) for job in jobs)
+    assert torch.equal(jobs[0].model.teachers[0].convs[0].weight, jobs[1].model.teachers[0].convs[0].weight)
+    assert len(list(tmp_path.glob("us_teacher_p17_*.pt"))) == 1
+
+
+def test_unwritable_teacher_folder_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="model.teacher_dir"):
+        _module(blocker / "teachers").prepare_teachers(progress=False)
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:You are trying to")
 def test_validation_statistics_come_from_validation_normals(tmp_path):

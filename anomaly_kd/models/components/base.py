@@ -239,7 +239,7 @@ def _batch_index(batch: dict, earlier: list[np.ndarray]) -> np.ndarray:
     if "index" in batch:
         return np.asarray(torch.as_tensor(batch["index"]).cpu(), dtype=np.int64).reshape(-1)
     start = sum(len(i) for i in earlier)
-    return -1 - np.arange(start, start + len(batch["label"]), dtype=np.int64)
+    return -1 - np.arange(start, start + len(batch["image"]), dtype=np.int64)
 
 
 def _global_index(parts: list[np.ndarray]) -> np.ndarray:

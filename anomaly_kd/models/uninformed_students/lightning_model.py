@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from anomaly_kd.errors import UserError
-from anomaly_kd.models.components.base import AnomalyModule, count_parameters
+from anomaly_kd.models.components.base import AnomalyModule, _batch_index, _cat_index, count_parameters
 from anomaly_kd.models.uninformed_students.anomaly_map import SCORES, combine_scales, mean_std
 from anomaly_kd.models.uninformed_students.loss import student_loss
 from anomaly_kd.models.uninformed_students.teacher_pretraining import (
@@ -27,6 +27,7 @@ from anomaly_kd.models.uninformed_students.teacher_pretraining import (
     pretrain_teacher,
     save_teacher,
     teacher_file,
+    teacher_lock,
 )
 from anomaly_kd.models.uninformed_students.torch_model import UninformedStudentsModel
 
@@ -82,7 +83,8 @@ class UninformedStudents(AnomalyModule):
         self.model = UninformedStudentsModel(patch_sizes, n_students, descriptor_dim, seed)
         self.register_buffer("teacher_ready", torch.zeros(len(patch_sizes), dtype=torch.bool))
         self.input_multiple = 1  # dense inference works for any image size
-        self._val_raw: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+        self._val_raw: list[torch.Tensor] = []  # per batch [B, 2 * scales, H, W]: e maps, then v maps
+        self._val_index: list = []
 
     # ---------------------------------------------------------------- teachers and statistics
     def pretrain_config(self) -> PretrainConfig:
@@ -122,10 +124,13 @@ class UninformedStudents(AnomalyModule):
                 continue
             path = given or teacher_file(self.hparams.teacher_dir, p, cfg)
             if given is None and not path.is_file() and self._is_global_zero():
-                log.info("Pretraining the p=%d teacher (%d iterations) -> %s", p, cfg.iterations, path)
-                net, losses = pretrain_teacher(p, cfg, self.device, progress)
-                save_teacher(path, net, cfg, losses)
-                log.info("Teacher p=%d final losses: %s", p, losses)
+                # jobs of a parallel sweep that need the same teacher: one pretrains, the others wait
+                with teacher_lock(path):
+                    if not path.is_file():
+                        log.info("Pretraining the p=%d teacher (%d iterations) -> %s", p, cfg.iterations, path)
+                        net, losses = pretrain_teacher(p, cfg, self.device, progress)
+                        save_teacher(path, net, cfg, losses)
+                        log.info("Teacher p=%d final losses: %s", p, losses)
             self._barrier()
             state = load_teacher_state(path, p, self.hparams.descriptor_dim)
             self.model.teachers[scale].load_state_dict(state)  # no dropout/BN: mode-independent
@@ -185,19 +190,25 @@ class UninformedStudents(AnomalyModule):
 
     # ---------------------------------------------------------------- validation (normals only)
     def on_validation_epoch_start(self) -> None:
-        self._val_raw = []
+        self._val_raw, self._val_index = [], []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         errors, variances = self.model.raw_scores(batch["image"].float())
-        self._val_raw.append(([e.cpu() for e in errors], [v.cpu() for v in variances]))
+        # [B, 2 * scales, H, W]: every scale's e, then every scale's v, for one gather below
+        self._val_raw.append(torch.stack([*errors, *variances], dim=1).cpu())
+        self._val_index.append(_batch_index(batch, self._val_index))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_raw:
+        if not self._val_raw and self._world_size() <= 1:
+            return
+        raw = torch.cat(self._val_raw) if self._val_raw else torch.zeros(0)
+        # under DDP: every rank's images, each once (the shard sampler's padding repeats dropped)
+        raw, _ = self._gather_val(raw, torch.zeros(len(raw)), _cat_index(self._val_index))
+        self._val_raw, self._val_index = [], []
+        if not len(raw):
             return
         n = len(self.model.patch_sizes)
-        errors = [self._gather(torch.cat([r[0][s] for r in self._val_raw])) for s in range(n)]
-        variances = [self._gather(torch.cat([r[1][s] for r in self._val_raw])) for s in range(n)]
-        self._val_raw = []
+        errors, variances = list(raw[:, :n].unbind(1)), list(raw[:, n:].unbind(1))
         stats = torch.tensor([[*mean_std(e), *mean_std(v)] for e, v in zip(errors, variances)])
         self.model.score_stats.copy_(stats.to(self.model.score_stats))
         maps = combine_scales(errors, variances, stats, self.hparams.score)
@@ -237,7 +248,3 @@ class UninformedStudents(AnomalyModule):
         if self._trainer is not None and self.trainer.world_size > 1:
             self.trainer.strategy.barrier("uninformed_students_teacher")
 
-    def _gather(self, values: torch.Tensor) -> torch.Tensor:
-        if self._trainer is None or self.trainer.world_size <= 1:
-            return values
-        return self.all_gather(values.to(self.device)).flatten(0, 1).cpu()

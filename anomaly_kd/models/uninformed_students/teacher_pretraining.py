@@ -24,6 +24,7 @@ setting, so changing any setting pretrains a new teacher instead of reusing a st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -260,6 +261,32 @@ def teacher_file(teacher_dir: str | Path, patch_size: int, cfg: PretrainConfig) 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:40]
+
+
+@contextlib.contextmanager
+def teacher_lock(path: Path):
+    """Exclusive lock on ``<teacher file>.lock`` while one process pretrains that teacher: the jobs
+    of a parallel sweep (joblib, SLURM on a shared disk) that need the same teacher wait for it
+    and then load it instead of pretraining it again. No-op where ``fcntl`` is missing (Windows)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")
+    except OSError as error:
+        raise UserError(
+            f"cannot write the teacher cache folder {path.parent} ({error.strerror or error}); set "
+            "model.teacher_dir to a writable folder, or model.teacher_path to existing teacher files."
+        ) from error
+    with handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_teacher(path: Path, net: PatchNet, cfg: PretrainConfig, losses: dict[str, float]) -> None:
