@@ -86,6 +86,17 @@ def _timed(step, warmup: int, steps: int, sync) -> float:
     return time.perf_counter() - start
 
 
+def _prepare(model, images) -> None:
+    """Untimed set-up that a real fit does in ``on_fit_start``: Uninformed Students regresses
+    teacher descriptors normalised by their statistics over the training images (measured here
+    on the benchmark's images; its teachers keep their random weights, no pretraining)."""
+    import torch
+
+    if hasattr(model, "compute_descriptor_stats"):
+        with torch.no_grad():
+            model.compute_descriptor_stats([_batch(images)], progress=False)
+
+
 def _validation_pass(model, images) -> None:
     """One validation batch through the model's hooks, as the fit loop runs them before testing:
     methods that normalise scores with statistics of validation normals need it. Without a
@@ -130,6 +141,7 @@ def worker(spec: dict) -> dict:
     test_images = torch.rand(tbs, 3, size, size, generator=generator).to(device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    _prepare(model, train_images)
     try:
         optimizer = _optimizer(model)
         out["trainable_parameters"] = sum(
@@ -234,7 +246,11 @@ def _read(path: str) -> list[str]:
 
 
 def _fmt(value, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
+    if value is None:
+        return "n/a"
+    if 0 < abs(value) < 10 ** (1 - digits):  # e.g. 0.004 img/s: three significant digits, not "0.00"
+        return f"{value:.3g}"
+    return f"{value:,.{digits}f}"
 
 
 def table(results: list[dict], args: argparse.Namespace) -> str:
@@ -270,6 +286,15 @@ def write_section(path: Path, title: str, body: str) -> None:
             lines.append("")
         lines += new
     path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def load_note(load: float) -> str:
+    """What the load average says about the numbers (the benchmark itself keeps up to the torch
+    thread count busy)."""
+    cores = os.cpu_count() or 1
+    if load > cores + 0.5:
+        return "above the core count: other processes shared the CPU and the numbers are low"
+    return "no more than the benchmark's own threads: the machine was otherwise idle"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Command: `{command.strip()}` ({total / 60:.1f} min in all).",
             "",
             f"Machine: {machine(args)}; 1-min load average {load:.1f} at the start, {load_end:.1f} at the "
-            "end (above the core count, other processes shared the CPU and the numbers are low).",
+            f"end ({load_note(max(load, load_end))}).",
             "",
             f"Settings: {args.image_size}x{args.image_size} inputs, random weights (`model.pretrained=false`), "
             f"precision {args.precision}, {args.warmup} warm-up + {args.steps} timed steps per phase, one "
@@ -323,8 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             markdown,
             "",
             "Models marked *timed out* did not finish building plus the warm-up and timed steps within "
-            "`--timeout` seconds (e.g. Uninformed Students: one dense 256x256 map takes about a minute "
-            "on this CPU, see its own section above); run them alone with a larger `--timeout`.",
+            "`--timeout` seconds (e.g. Uninformed Students, whose dense training and maps cost far more "
+            "per image, see its own section above); run them alone with a larger `--timeout` and a "
+            "smaller batch.",
         ])  # fmt: skip
         write_section(args.readme, SECTION[args.device], body)
     return 0
