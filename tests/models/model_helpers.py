@@ -70,3 +70,16 @@ def defect_contrast(model, texture: Texture) -> tuple[torch.Tensor, float, float
     assert torch.allclose(scores, maps.flatten(1).amax(1))
     inside = maps[:, 0][:, mask].mean()
     return maps, float(inside / maps[:, 0][:, ~mask].mean()), float(inside / clean_maps[:, 0][:, mask].mean())
+
+
+def assert_config_default(cfg, cls, key: str, value) -> None:
+    """The composed config holds ``value`` at ``key``; for a ``model.`` key the LightningModule
+    class's own constructor default agrees with it (a tuple default compares as a list)."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    assert OmegaConf.select(cfg, key) == value
+    if key.startswith("model."):
+        default = inspect.signature(cls).parameters[key[len("model."):]].default
+        assert (list(default) if isinstance(default, tuple) else default) == value

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from scipy.ndimage import gaussian_filter
 
 from anomaly_kd.errors import UserError
@@ -17,7 +15,7 @@ from anomaly_kd.models.reverse_distillation import ReverseDistillation, ReverseD
 from anomaly_kd.models.reverse_distillation.anomaly_map import rd_anomaly_map
 from anomaly_kd.models.reverse_distillation.loss import reverse_distillation_loss
 from anomaly_kd.pipeline import check_image_size
-from tests.models.model_helpers import defect_contrast, train_steps
+from tests.models.model_helpers import assert_config_default, defect_contrast, train_steps
 
 # hq-deng/RD4AD main.py train() and test.py evaluation()
 DEFAULTS = {
@@ -38,11 +36,7 @@ LITE0_LAYERS = ["block1", "block2", "block4"]
 
 @pytest.mark.parametrize("key,value", DEFAULTS.items())
 def test_config_defaults(compose_cfg, key, value):
-    cfg = compose_cfg(["model=reverse_distillation"])
-    assert OmegaConf.select(cfg, key) == value
-    if key.startswith("model."):  # the class's own default agrees with the config
-        default = inspect.signature(ReverseDistillation).parameters[key[6:]].default
-        assert (list(default) if isinstance(default, tuple) else default) == value
+    assert_config_default(compose_cfg(["model=reverse_distillation"]), ReverseDistillation, key, value)
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from anomaly_kd.errors import UserError
 from anomaly_kd.models.simple_student import SimpleStudent, SimpleStudentModel, slim_resnet18
-from tests.models.model_helpers import defect_contrast, train_steps
+from tests.models.model_helpers import assert_config_default, defect_contrast, train_steps
 
 # Everything is STFPM's (gdwang08/STFPM main.py) except the width factor (thesis: 0.5).
 DEFAULTS = {
@@ -30,11 +28,7 @@ DEFAULTS = {
 
 @pytest.mark.parametrize("key,value", DEFAULTS.items())
 def test_config_defaults(compose_cfg, key, value):
-    cfg = compose_cfg(["model=simple_student"])
-    assert OmegaConf.select(cfg, key) == value
-    if key.startswith("model."):  # the class's own default agrees with the config
-        default = inspect.signature(SimpleStudent).parameters[key[6:]].default
-        assert (list(default) if isinstance(default, tuple) else default) == value
+    assert_config_default(compose_cfg(["model=simple_student"]), SimpleStudent, key, value)
 
 
 def _expected_parameters(width_factor: float) -> int:

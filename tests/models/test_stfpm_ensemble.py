@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import copy
-import inspect
 
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from anomaly_kd.errors import UserError
 from anomaly_kd.models.components.backbones import create_feature_extractor
 from anomaly_kd.models.components.feature_matching import feature_matching_loss
 from anomaly_kd.models.stfpm_ensemble import STFPMEnsemble, STFPMEnsembleModel
 from anomaly_kd.models.stfpm_ensemble.anomaly_map import ensemble_anomaly_map, ensemble_level_map
-from tests.models.model_helpers import defect_contrast, train_steps
+from tests.models.model_helpers import assert_config_default, defect_contrast, train_steps
 
 # The thesis' hyperparameters (and STFPM's where the thesis follows it), as the config must hold them.
 DEFAULTS = {
@@ -36,11 +34,7 @@ DEFAULTS = {
 
 @pytest.mark.parametrize("key,value", DEFAULTS.items())
 def test_config_defaults(compose_cfg, key, value):
-    cfg = compose_cfg(["model=stfpm_ensemble"])
-    assert OmegaConf.select(cfg, key) == value
-    if key.startswith("model."):  # the class's own default agrees with the config
-        default = inspect.signature(STFPMEnsemble).parameters[key[6:]].default
-        assert (list(default) if isinstance(default, tuple) else default) == value
+    assert_config_default(compose_cfg(["model=stfpm_ensemble"]), STFPMEnsemble, key, value)
 
 
 def test_student_seeds_follow_the_run_seed(compose_cfg):

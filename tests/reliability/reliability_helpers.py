@@ -12,43 +12,14 @@ from pathlib import Path
 
 import torch
 
-from tests.helpers import FAST, REPO
-
-# Extra settings that keep a model's tiny run to seconds on 2 CPU cores (others need none).
-TINY: dict[str, list[str]] = {
-    "reverse_distillation": ["model.backbone=resnet18"],  # the Wide-ResNet-50-2 pair is ~10x slower
-    "stfpm_ensemble": ["model.n_students=2"],
-    "uninformed_students": [
-        "data.image_size=32",
-        "model.patch_sizes=[17]",  # one scale: the dense 65 px scale dominates the run time
-        "model.n_students=2",
-        "model.crop=8",
-        "model.teacher_iterations=2",
-        "model.teacher_batch_size=8",
-    ],
-}
-
-
-def importable_models() -> list[str]:
-    """Registered models whose class imports now (others may still be being written)."""
-    from anomaly_kd.models import available_models, get_model_class
-
-    names = []
-    for name in available_models():
-        try:
-            get_model_class(name)
-        except Exception:  # noqa: BLE001 - a model under construction is skipped here
-            continue
-        names.append(name)
-    return names
-
+from tests.helpers import FAST, REPO, TINY_MODEL_OVERRIDES
 
 def base_overrides(model: str, data_dir: Path) -> list[str]:
     """A tiny run of ``model`` on the synthetic ``widget`` folder, without the (slow) metric plots."""
     plots = "\nplots:" in (REPO / "conf" / "callbacks" / "default.yaml").read_text()
     return [
         f"model={model}", "data=mvtec", "category=widget", f"paths.data_dir={data_dir}",
-        "logger=none", "model.pretrained=false", *FAST, *TINY.get(model, []),
+        "logger=none", "model.pretrained=false", *FAST, *TINY_MODEL_OVERRIDES.get(model, []),
         *(["callbacks.plots=null"] if plots else []),
     ]
 

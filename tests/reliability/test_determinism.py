@@ -10,7 +10,8 @@ import pytorch_lightning as pl
 import torch
 
 from tests.helpers import compose_config
-from tests.reliability.reliability_helpers import base_overrides, importable_models
+from tests.helpers import all_models
+from tests.reliability.reliability_helpers import base_overrides
 
 
 class MapRecorder(pl.Callback):
@@ -56,7 +57,7 @@ def _metrics(results: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", importable_models())
+@pytest.mark.parametrize("model", all_models())
 def test_same_seed_twice_gives_identical_maps_and_metrics(model, small_root, tmp_path, monkeypatch):
     # two epochs for STFPM (the per-epoch seeding and order), one for the others
     epochs = 2 if model == "stfpm" else 1
