@@ -26,8 +26,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from anomaly_kd.errors import UserError
-from anomaly_kd.reporting.results import package_versions, write_json_atomic
+from anomaly_kd.errors import UserError, user_error_in
+from anomaly_kd.reporting.results import config_value, package_versions, write_json_atomic
 
 log = logging.getLogger("anomaly_kd")
 
@@ -38,20 +38,9 @@ FAILED_BESIDE_OK = "results.failed.json"
 MAX_ERROR_CHARS = 500
 
 
-def find_user_error(exc: BaseException | None) -> UserError | None:
-    """The :class:`UserError` behind ``exc`` (Hydra's ``instantiate`` wraps constructor errors)."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, UserError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def error_line(exc: BaseException) -> str:
     """One line that says what went wrong: the UserError's sentence, else ``Type: message``."""
-    user = find_user_error(exc)
+    user = user_error_in(exc)
     if user is not None:
         return str(user)
     message = " ".join(str(exc).split())
@@ -79,18 +68,9 @@ def in_multirun() -> bool:
         return False
 
 
-def _select(cfg: DictConfig | None, key: str) -> Any:
-    if cfg is None:
-        return None
-    try:
-        return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
-    except Exception:
-        return None
-
-
 def job_output_dir(cfg: DictConfig | None) -> Path | None:
     """The job's output folder: ``paths.output_dir``, else Hydra's runtime output dir."""
-    value = _select(cfg, "paths.output_dir")
+    value = config_value(cfg, "paths.output_dir")
     if value is None:
         try:
             from hydra.core.hydra_config import HydraConfig
@@ -121,7 +101,7 @@ def _task_overrides() -> list[str] | None:
 
 def failed_results(cfg: DictConfig | None, exc: BaseException, output_dir: Path | None = None) -> dict:
     """The ``results.json`` payload of a failed job."""
-    category, seed = _select(cfg, "category"), _select(cfg, "seed")
+    category, seed = config_value(cfg, "category"), config_value(cfg, "seed")
     try:
         seed = int(seed) if seed is not None else None
     except (TypeError, ValueError):
@@ -129,9 +109,9 @@ def failed_results(cfg: DictConfig | None, exc: BaseException, output_dir: Path 
     return {
         "status": "failed",
         "error": error_line(exc),
-        "error_type": type(find_user_error(exc) or exc).__name__,
-        "model": _select(cfg, "model.name"),
-        "data": _select(cfg, "data.name"),
+        "error_type": type(user_error_in(exc) or exc).__name__,
+        "model": config_value(cfg, "model.name"),
+        "data": config_value(cfg, "data.name"),
         "category": None if category is None else str(category),
         "seed": seed,
         "output_dir": str(output_dir) if output_dir else None,
@@ -186,7 +166,7 @@ def finish_experiment_loggers(exit_code: int = 0) -> None:
 def handle_job_failure(cfg: DictConfig | None, exc: BaseException) -> None:
     """Record a failed job; return in a multirun, exit (2 user error, 1 otherwise) in a single run."""
     line = error_line(exc)
-    user = find_user_error(exc)
+    user = user_error_in(exc)
     try:
         path = write_failed_results(None, cfg, exc)
     except Exception as error:
@@ -209,7 +189,6 @@ def handle_job_failure(cfg: DictConfig | None, exc: BaseException) -> None:
 __all__ = [
     "error_line",
     "failed_results",
-    "find_user_error",
     "finish_experiment_loggers",
     "handle_job_failure",
     "in_multirun",

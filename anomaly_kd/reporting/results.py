@@ -25,6 +25,19 @@ _PACKAGES = (
 )
 
 
+def config_value(cfg: Any, key: str) -> Any:
+    """``cfg``'s value at the dotted ``key``, or None when it is missing or cannot be resolved
+    (results of a failed or half-written job must still be readable)."""
+    if cfg is None:
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    except Exception:
+        return None
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:

@@ -40,7 +40,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly_kd.reporting.paper_values import PAPER_DATASETS, paper_source, paper_value
-from anomaly_kd.reporting.results import METRIC_COLUMNS
+from anomaly_kd.reporting.results import METRIC_COLUMNS, config_value
 
 try:  # Hydra is a dependency, but keep the tables usable without its runtime
     from hydra.experimental.callback import Callback
@@ -157,15 +157,6 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
-def _select(cfg: Any, key: str) -> Any:
-    if cfg is None:
-        return None
-    try:
-        return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
-    except Exception:
-        return None
-
-
 def _as_seed(value: Any) -> int | None:
     try:
         return int(value)
@@ -190,7 +181,7 @@ def load_job(job_dir: str | os.PathLike) -> Job:
     def ident(key: str, cfg_key: str) -> Any:
         if results and results.get(key) is not None:
             return results[key]
-        return _select(hydra_cfg, cfg_key)
+        return config_value(hydra_cfg, cfg_key)
 
     category = ident("category", "category")
     if results is None:
@@ -467,7 +458,7 @@ def failure_summary(tables: SweepTables) -> str:
 
 # ---------------------------------------------------------------------------- the Hydra callback
 def _launcher_target(config: DictConfig) -> str:
-    return str(_select(config, "hydra.launcher._target_") or "")
+    return str(config_value(config, "hydra.launcher._target_") or "")
 
 
 class SweepReport(Callback):  # type: ignore[misc,valid-type]
@@ -501,7 +492,7 @@ class SweepReport(Callback):  # type: ignore[misc,valid-type]
         if self.print_table:
             print("\n" + tables.markdown)
         log.info("Sweep tables: %s, %s, %s", *(tables.paths[k] for k in ("markdown", "csv", "jobs")))
-        if self.wandb_summary and _select(config, "logger.wandb") is not None:
+        if self.wandb_summary and config_value(config, "logger.wandb") is not None:
             try:
                 from anomaly_kd.callbacks.wandb_extras import log_sweep_summary
 
