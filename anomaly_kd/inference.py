@@ -31,7 +31,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomaly_kd.errors import UserError
+from anomaly_kd.metrics.thresholds import finite_or_none
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class LoadedCheckpoint:
             "checkpoint": str(self.path),
             "image_size": self.image_size,
             "trained_image_size": self.trained_image_size,
-            "image_threshold": _finite_or_none(self.image_threshold),
-            "pixel_threshold": _finite_or_none(self.pixel_threshold),
+            "image_threshold": finite_or_none(self.image_threshold),
+            "pixel_threshold": finite_or_none(self.pixel_threshold),
         }
 
 
@@ -223,10 +223,6 @@ class ExportableAnomalyModel(nn.Module):
         maps, scores = self.model.anomaly_map(x)
         maps = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
         return maps, scores
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 __all__ = [

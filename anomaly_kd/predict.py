@@ -45,6 +45,7 @@ from anomaly_kd.callbacks.overlays import overlay_panel
 from anomaly_kd.data.images import IMAGE_EXTENSIONS, image_size_of, image_tensor, list_images, load_rgb
 from anomaly_kd.errors import UserError, exit_on_user_error
 from anomaly_kd.inference import LoadedCheckpoint, load_checkpoint, require_checkpoint
+from anomaly_kd.metrics.thresholds import finite_or_none
 
 log = logging.getLogger("anomaly_kd.predict")
 
@@ -204,7 +205,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "output_dir": str(output_dir),
         "n_images": n,
         "n_anomalous": n_anomalous,
-        "threshold": _finite(threshold),
+        "threshold": finite_or_none(threshold),
         "threshold_source": "threshold=" if given is not None else "checkpoint image_threshold",
         "overlay_scale": scale,
         "colour_range": [blue, red],
@@ -216,10 +217,6 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     )
     print(f"Predicted {n} image(s) with {loaded.name}: {decided}. Scores and overlays: {output_dir}")
     return summary
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://anomaly_kd.conf", config_name="predict")

@@ -15,25 +15,17 @@ duration, since it can take a while on a full test set.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 
+from anomaly_kd.metrics.thresholds import finite_or_none
+
 log = logging.getLogger("anomaly_kd")
 
 NORMAL_COLOUR, ANOMALOUS_COLOUR = "#1f77b4", "#d62728"
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _roc_panel(ax, scores, labels, title: str, max_points: int, auc: float | None) -> None:
@@ -81,15 +73,15 @@ def plot_curves(state, path: str | Path, fpr_limit: float = 0.3, metrics: dict |
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
     both_images = 0 < int(labels.sum()) < labels.size
     if both_images:
-        _roc_panel(axes[0], scores, labels, "image ROC", max_points, _finite(metrics.get("image_auroc")))
+        _roc_panel(axes[0], scores, labels, "image ROC", max_points, finite_or_none(metrics.get("image_auroc")))
     else:
         _note(axes[0], "image ROC", "undefined: the test set has a single class")
     if with_masks:
         masks = state.masks
         n_anomalous = int(masks.sum())
         if 0 < n_anomalous < masks.size:
-            _roc_panel(axes[1], state.maps, masks, "pixel ROC", max_points, _finite(metrics.get("pixel_auroc")))
-            _pro_panel(axes[2], state.maps, masks, float(fpr_limit), max_points, _finite(metrics.get("aupro")))
+            _roc_panel(axes[1], state.maps, masks, "pixel ROC", max_points, finite_or_none(metrics.get("pixel_auroc")))
+            _pro_panel(axes[2], state.maps, masks, float(fpr_limit), max_points, finite_or_none(metrics.get("aupro")))
         else:
             for ax, title in zip(axes[1:], ("pixel ROC", "PRO curve")):
                 _note(ax, title, "undefined: the masks have no anomalous (or no normal) pixel")
@@ -174,7 +166,7 @@ class MetricPlots(pl.Callback):
         try:
             self.paths = write_metric_plots(
                 state, self.dirpath, float(getattr(pl_module, "fpr_limit", 0.3)), results,
-                _finite(getattr(pl_module, "image_threshold", None)), self.max_points,
+                finite_or_none(getattr(pl_module, "image_threshold", None)), self.max_points,
             )
         except Exception as error:  # a plot must never cost the run its results
             log.warning("could not draw the metric plots: %s", error)

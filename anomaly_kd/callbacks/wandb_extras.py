@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 from anomaly_kd.callbacks.overlays import overlay_panel
+from anomaly_kd.metrics.thresholds import finite_or_none
 
 log = logging.getLogger("anomaly_kd")
 
@@ -130,7 +131,7 @@ class WandbExtras(pl.Callback):
                     for r in pl_module.test_scores]
             payload["test/scores"] = wandb.Table(columns=columns, data=rows)
         if self._kept:
-            payload.update(self._images(wandb, _finite_threshold(getattr(pl_module, "pixel_threshold", None))))
+            payload.update(self._images(wandb, finite_or_none(getattr(pl_module, "pixel_threshold", None))))
         for logger in loggers:
             run = logger.experiment
             run.summary.update(summary)
@@ -155,14 +156,6 @@ class WandbExtras(pl.Callback):
                                        "class_labels": {0: "normal", 1: "anomalous (map >= val threshold)"}}
             masked.append(wandb.Image(rgb, caption=caption, masks=masks or None))
         return {"test/overlays": overlays, "test/masks": masked}
-
-
-def _finite_threshold(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) else None
 
 
 def _select(config, key: str) -> Any:

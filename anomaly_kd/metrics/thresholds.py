@@ -78,3 +78,13 @@ def quantile_threshold(values, q: float) -> float:
     if not 0.0 <= float(q) <= 1.0:
         raise ValueError(f"q must be in [0, 1], got {q}")
     return float(np.quantile(as_scores(values, "values").reshape(-1), float(q)))
+
+
+def finite_or_none(value) -> float | None:
+    """``value`` as a float (a number, numpy scalar or 0-d tensor), or None when it is missing,
+    not a number, NaN or infinite: e.g. a threshold that validation never set."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None

@@ -37,7 +37,6 @@ Batches are dicts with ``image``, ``label``, ``mask``, ``path``, ``mask_path``, 
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from pathlib import Path
@@ -51,6 +50,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from anomaly_kd.data.images import native_mask
 from anomaly_kd.metrics import AnomalyMetricState, quantile_threshold
+from anomaly_kd.metrics.thresholds import finite_or_none
 
 EVAL_RESOLUTIONS = ("model", "native")
 
@@ -176,11 +176,11 @@ class AnomalyModule(pl.LightningModule):
         results = None
         if not distributed or self.trainer.is_global_zero:
             results = self.metric_state.compute(
-                pixel_threshold=_finite_or_none(self.pixel_threshold),
-                image_threshold=_finite_or_none(self.image_threshold),
+                pixel_threshold=finite_or_none(self.pixel_threshold),
+                image_threshold=finite_or_none(self.image_threshold),
             )
-            results["image_threshold_val"] = _finite_or_none(self.image_threshold)
-            results["pixel_threshold_val"] = _finite_or_none(self.pixel_threshold)
+            results["image_threshold_val"] = finite_or_none(self.image_threshold)
+            results["pixel_threshold_val"] = finite_or_none(self.pixel_threshold)
         if distributed:
             box = [results]
             torch.distributed.broadcast_object_list(box, src=0)
@@ -285,11 +285,6 @@ def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload))
     os.replace(tmp, path)
-
-
-def _finite_or_none(value: torch.Tensor | float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
