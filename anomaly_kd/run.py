@@ -31,8 +31,10 @@ def _record_interruption(cfg: DictConfig, exc: JobInterrupted) -> None:
         log.warning("could not write the failed results.json: %s", error)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://anomaly_kd.conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def run_job(cfg: DictConfig) -> float | None:
+    """One job as the command line runs it: the launch checks, :func:`run`, and the way each
+    failure ends (one line, exit status, ``results.failed.json``). Returns the image AUROC, the
+    value a Hydra sweeper would optimise."""
     try:
         check_launch(cfg)  # e.g. refuses strategy=ddp inside a multirun
         results = run(cfg)
@@ -50,6 +52,11 @@ def main(cfg: DictConfig) -> float | None:
         finish_experiment_loggers()  # one W&B run per job of a sweep
     value = results.get("metrics", {}).get("image_auroc")
     return float(value) if value is not None else None
+
+
+@hydra.main(version_base="1.3", config_path="pkg://anomaly_kd.conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

