@@ -83,6 +83,8 @@ def validate_config(cfg: DictConfig) -> None:
     if resolution not in ("model", "native"):
         raise UserError(f"eval_resolution={resolution!r} must be `model` (maps and masks at data.image_size) "
                         "or `native` (maps upsampled to each image's original size, as MVTec's evaluation).")
+    if not isinstance(cfg.get("rd4ad_pro", False), bool):
+        raise UserError(f"rd4ad_pro={cfg.get('rd4ad_pro')!r} must be true or false.")
     if not cfg.get("train", True) and not cfg.get("ckpt_path"):
         raise UserError("train=false needs a checkpoint to test: pass ckpt_path=/path/to/model.ckpt.")
 
@@ -466,6 +468,7 @@ def _run(cfg: DictConfig, job: _Job) -> dict[str, Any]:
     model = build_model(cfg)
     model.has_masks = bool(getattr(datamodule, "has_masks", True))
     model.eval_resolution = str(cfg.get("eval_resolution", "model"))
+    model.rd4ad_pro = bool(cfg.get("rd4ad_pro", False))
     model.image_size = int(cfg.data.image_size)  # stored in checkpoints for export/predict
     check_image_size(model, int(cfg.data.image_size))
     trainer = build_trainer(cfg, model, output_dir)
