@@ -178,6 +178,9 @@ def build_trainer(cfg: DictConfig, model: pl.LightningModule, output_dir: Path) 
 def _test_checkpoint(cfg: DictConfig, trainer: pl.Trainer, trained: bool) -> str | None:
     if not trained:
         return _resolve_ckpt(cfg.get("ckpt_path"), trainer)
+    selected = getattr(trainer.lightning_module, "selected_checkpoint", None)
+    if selected:  # weights the method assembled itself (stfpm_ensemble's per-student rule)
+        return selected
     callback = trainer.checkpoint_callback  # best.ckpt's when the method has a selection rule
     if callback is None or callback.monitor is None:
         return None  # the weights in memory, i.e. those of the last epoch
