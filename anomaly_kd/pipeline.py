@@ -83,6 +83,8 @@ def validate_config(cfg: DictConfig) -> None:
     if resolution not in ("model", "native"):
         raise UserError(f"eval_resolution={resolution!r} must be `model` (maps and masks at data.image_size) "
                         "or `native` (maps upsampled to each image's original size, as MVTec's evaluation).")
+    if not isinstance(cfg.get("rd4ad_pro", False), bool):
+        raise UserError(f"rd4ad_pro={cfg.get('rd4ad_pro')!r} must be true or false.")
     if not cfg.get("train", True) and not cfg.get("ckpt_path"):
         raise UserError("train=false needs a checkpoint to test: pass ckpt_path=/path/to/model.ckpt.")
 
@@ -176,6 +178,9 @@ def build_trainer(cfg: DictConfig, model: pl.LightningModule, output_dir: Path) 
 def _test_checkpoint(cfg: DictConfig, trainer: pl.Trainer, trained: bool) -> str | None:
     if not trained:
         return _resolve_ckpt(cfg.get("ckpt_path"), trainer)
+    selected = getattr(trainer.lightning_module, "selected_checkpoint", None)
+    if selected:  # weights the method assembled itself (stfpm_ensemble's per-student rule)
+        return selected
     callback = trainer.checkpoint_callback  # best.ckpt's when the method has a selection rule
     if callback is None or callback.monitor is None:
         return None  # the weights in memory, i.e. those of the last epoch
@@ -466,6 +471,7 @@ def _run(cfg: DictConfig, job: _Job) -> dict[str, Any]:
     model = build_model(cfg)
     model.has_masks = bool(getattr(datamodule, "has_masks", True))
     model.eval_resolution = str(cfg.get("eval_resolution", "model"))
+    model.rd4ad_pro = bool(cfg.get("rd4ad_pro", False))
     model.image_size = int(cfg.data.image_size)  # stored in checkpoints for export/predict
     check_image_size(model, int(cfg.data.image_size))
     trainer = build_trainer(cfg, model, output_dir)

@@ -154,3 +154,9 @@ def test_config_tree_is_found_from_a_plain_wheel_install_in_another_directory(tm
         cwd=elsewhere, env=env, capture_output=True, text=True,
     )
     assert probe.stdout.strip().startswith(str(target))
+    papers = subprocess.run(  # the published per-category tables are package data of the wheel
+        [sys.executable, "-c", "from anomaly_kd.reporting.paper_values import all_paper_values as a; "
+         "print(sorted({v.source for v in a()}))"],
+        cwd=elsewhere, env=env, capture_output=True, text=True,
+    )
+    assert papers.stdout.strip() == "['rd4ad_paddle', 'rd4ad_paper', 'stfpm_paper', 'thesis']", papers.stderr[-2000:]

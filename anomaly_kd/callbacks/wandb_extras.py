@@ -169,13 +169,17 @@ def log_sweep_summary(config, tables) -> str | None:
     """One W&B run (``job_type=sweep-summary``) with the sweep's results table; returns its id."""
     import wandb
 
-    from anomaly_kd.reporting.sweep import METRICS, _relative, format_rows
+    from anomaly_kd.reporting.paper_values import source_note
+    from anomaly_kd.reporting.sweep import METRICS, _relative, format_rows, table_paper_columns
 
     sweep_dir = Path(tables.sweep_dir)
     group = _select(config, "logger.wandb.group") or sweep_dir.name
     tags = [str(t) for t in (_select(config, "logger.wandb.tags") or [])] + ["sweep-summary"]
     offline = bool(_select(config, "logger.wandb.offline"))
     rows = format_rows(tables.rows)
+    papers = table_paper_columns(tables.rows)
+    # each published column <metric>_paper_<source>: who published it and how it was computed
+    paper_sources = {source: source_note(source) for source in dict.fromkeys(s for _, s in papers)}
     run = wandb.init(
         project=_select(config, "logger.wandb.project") or "anomaly_kd",
         entity=_select(config, "logger.wandb.entity"),
@@ -185,7 +189,8 @@ def log_sweep_summary(config, tables) -> str | None:
         tags=tags,
         dir=str(sweep_dir),
         mode="offline" if offline else None,
-        config={"sweep_dir": str(sweep_dir.resolve()), "n_jobs": len(tables.jobs), "n_failed": len(tables.failed)},
+        config={"sweep_dir": str(sweep_dir.resolve()), "n_jobs": len(tables.jobs), "n_failed": len(tables.failed),
+                "paper_sources": paper_sources},
     )
     try:
         payload: dict[str, Any] = {}
@@ -208,6 +213,9 @@ def log_sweep_summary(config, tables) -> str | None:
             for metric in METRICS:
                 if row.mean.get(metric) is not None:
                     summary[f"{prefix}/mean/{metric}"] = row.mean[metric]
+            for key, value in row.paper.items():  # <metric>_paper_<source>, sources in the config
+                if value is not None:
+                    summary[f"{prefix}/mean/{key}"] = value
         run.summary.update(summary)
         return run.id
     finally:

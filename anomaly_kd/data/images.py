@@ -4,7 +4,8 @@ Batch item (a dict; the default collate keeps the strings as lists of strings):
 
 * ``image``: float32 ``[3, S, S]`` in ``[0, 1]``, RGB, bilinear + antialias resize, NOT normalised.
 * ``label``: int64 scalar, 0 normal, 1 anomalous.
-* ``mask``: float32 ``[1, S, S]`` in ``{0, 1}`` (nearest resize, then ``> 0``); zeros when none.
+* ``mask``: float32 ``[1, S, S]`` in ``{0, 1}`` (resized by ``data.mask_resize``, see
+  :func:`mask_tensor`; nearest by default); zeros when none.
 * ``path``, ``mask_path`` (``''`` when none), ``defect`` (``'good'`` for normal): str.
 """
 
@@ -121,13 +122,45 @@ def image_tensor(pixels: np.ndarray, size: int) -> torch.Tensor:
     return t.contiguous()
 
 
-def mask_tensor(mask: np.ndarray | None, size: int) -> torch.Tensor:
-    """bool ``[H, W]`` (or None: all zeros) -> float32 ``[1, size, size]`` in {0, 1} (nearest)."""
+#: how a ground-truth mask is brought to the model's size (``data.mask_resize``)
+MASK_RESIZE_RULES = ("nearest", "stfpm", "rd4ad")
+
+
+def mask_tensor(mask: np.ndarray | None, size: int, rule: str = "nearest") -> torch.Tensor:
+    """bool ``[H, W]`` (or None: all zeros) -> float32 ``[1, size, size]`` in {0, 1}.
+
+    ``rule`` (``data.mask_resize``):
+
+    - ``nearest`` (ours, default): nearest neighbour (``nearest-exact``: half-pixel centres), so
+      every pixel keeps the label of the original pixel under its centre;
+    - ``stfpm``: the STFPM authors' ``load_gt`` (gdwang08/STFPM main.py): ``cv2.resize`` of the
+      0/255 mask (INTER_LINEAR: bilinear, half-pixel centres, no antialiasing) to 8 bit, then
+      ``astype(bool)``: any pixel whose interpolated value rounds to a non-zero level (>= 0.5/255)
+      is defective. Computed in float32 with torch's bilinear (``align_corners=False``), which has
+      cv2's coordinates; cv2 quantises the weights to 11 bits, which can move a pixel whose value
+      is within about 2^-11 of the rounding point;
+    - ``rd4ad``: the RD4AD authors' ``gt_transform`` (hq-deng/RD4AD dataset.py + test.py):
+      torchvision ``Resize`` of the 8-bit PIL mask (PIL bilinear, which antialiases when
+      shrinking, rounded to 8 bit), then ``ToTensor`` and ``gt > 0.5``. Done with PIL, as theirs.
+
+    Both authors' rules grow thin defects by up to a pixel (stfpm) or shrink them (rd4ad) compared
+    with nearest; README "Ground-truth resizing" gives their effect on the pixel metrics.
+    """
+    if rule not in MASK_RESIZE_RULES:
+        raise UserError(f"data.mask_resize={rule!r} must be one of {', '.join(MASK_RESIZE_RULES)}")
     if mask is None:
         return torch.zeros(1, size, size, dtype=torch.float32)
+    if tuple(mask.shape) == (size, size):
+        return torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)).float()[None]
+    if rule == "rd4ad":
+        grey = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L")
+        resized = np.asarray(grey.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+        return torch.from_numpy(resized > 0.5).float()[None]
     t = torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
-    if tuple(t.shape[-2:]) != (size, size):
-        t = F.interpolate(t, size=(size, size), mode="nearest-exact")
+    if rule == "stfpm":
+        t = F.interpolate(t * 255.0, size=(size, size), mode="bilinear", align_corners=False)
+        return (t[0] >= 0.5).float()
+    t = F.interpolate(t, size=(size, size), mode="nearest-exact")
     return (t[0] > 0).float()
 
 

@@ -19,7 +19,16 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from anomaly_kd.data.base import AnomalyDataModule, seeded_split
-from anomaly_kd.data.images import image_size_of, image_tensor, list_images, load_mask, load_rgb, make_item, mask_tensor
+from anomaly_kd.data.images import (
+    MASK_RESIZE_RULES,
+    image_size_of,
+    image_tensor,
+    list_images,
+    load_mask,
+    load_rgb,
+    make_item,
+    mask_tensor,
+)
 from anomaly_kd.errors import UserError
 
 MVTEC_CATEGORIES = (
@@ -41,9 +50,10 @@ class Sample:
 class ImageFolderDataset(Dataset):
     """Items in the shared batch format from a list of :class:`Sample`."""
 
-    def __init__(self, samples: list[Sample], image_size: int):
+    def __init__(self, samples: list[Sample], image_size: int, mask_resize: str = "nearest"):
         self.samples = list(samples)
         self.image_size = image_size
+        self.mask_resize = mask_resize
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -55,7 +65,7 @@ class ImageFolderDataset(Dataset):
         if mask is not None and mask.shape != pixels.shape[:2]:
             raise _size_mismatch(s.path, pixels.shape[1::-1], s.mask_path, mask.shape[::-1])
         return make_item(
-            image_tensor(pixels, self.image_size), s.label, mask_tensor(mask, self.image_size),
+            image_tensor(pixels, self.image_size), s.label, mask_tensor(mask, self.image_size, self.mask_resize),
             s.path, s.mask_path, s.defect,
         )  # fmt: skip
 
@@ -155,7 +165,14 @@ def _orphan_mask(mask: Path, image_dir: Path) -> None:
 
 
 class MVTecDataModule(AnomalyDataModule):
-    """MVTec AD category (or any folder in the MVTec layout). See :class:`AnomalyDataModule`."""
+    """MVTec AD category (or any folder in the MVTec layout). See :class:`AnomalyDataModule`;
+    ``mask_resize``: how masks reach ``image_size`` (:func:`~anomaly_kd.data.images.mask_tensor`)."""
+
+    def __init__(self, *args, mask_resize: str = "nearest", **kwargs):
+        super().__init__(*args, **kwargs)
+        if mask_resize not in MASK_RESIZE_RULES:
+            raise UserError(f"data.mask_resize={mask_resize!r} must be one of {', '.join(MASK_RESIZE_RULES)}")
+        self.mask_resize = mask_resize
 
     def _build_datasets(self):
         train, test = index_category(category_dir(self.root, self.category))
@@ -163,5 +180,5 @@ class MVTecDataModule(AnomalyDataModule):
         return (
             ImageFolderDataset([train[i] for i in train_idx], self.image_size),
             ImageFolderDataset([train[i] for i in val_idx], self.image_size),
-            ImageFolderDataset(test, self.image_size),
+            ImageFolderDataset(test, self.image_size, self.mask_resize),
         )

@@ -181,6 +181,7 @@ class TexturesDataModule(MVTecDataModule):
         n_test_good: int = 30,
         n_test_defect: int = 30,
         crop_size: int = 192,
+        mask_resize: str = "nearest",
     ):
         if root is None or str(root).strip() == "":
             raise UserError("no data folder given; set paths.data_dir=<folder> (or env ANOMALY_KD_DATA_DIR)")
@@ -188,7 +189,8 @@ class TexturesDataModule(MVTecDataModule):
         if category not in TEXTURE_CATEGORIES:
             raise UserError(f"unknown texture category '{category}'; choose category=brick, grass or gravel")
         super().__init__(
-            str(Path(root) / "textures"), category, image_size, batch_size, eval_batch_size, num_workers, val_split, seed
+            str(Path(root) / "textures"), category, image_size, batch_size, eval_batch_size, num_workers, val_split, seed,
+            mask_resize=mask_resize,
         )
         self.data_root = str(root)
         self.n_train = check_int("n_train", n_train, 1)

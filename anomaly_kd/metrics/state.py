@@ -25,7 +25,9 @@ import time
 import numpy as np
 
 from ._inputs import RaggedImages, as_binary, as_images, as_scores, check_fpr_limit, to_numpy
+from .average_precision import image_ap, pixel_ap
 from .pro import aupro
+from .pro_rd4ad import rd4ad_pro as rd4ad_pro_metric
 from .roc import image_auroc, pixel_auroc
 from .thresholds import dice, f1_optimal_threshold, image_f1
 
@@ -206,11 +208,14 @@ class AnomalyMetricState:
                 state._parts[key] = []
         return state
 
-    def compute(self, pixel_threshold: float | None = None, image_threshold: float | None = None) -> dict:
+    def compute(self, pixel_threshold: float | None = None, image_threshold: float | None = None,
+                rd4ad_pro: bool = False) -> dict:
         """All metrics as a flat dict of python floats (None when undefined or not applicable).
 
-        ``image_auroc``; ``pixel_auroc``, ``aupro`` (up to ``fpr_limit``) with masks;
-        ``test_f1_threshold``: the image-F1-optimal threshold chosen on these (test) labels, with
+        ``image_auroc``, ``image_ap`` (average precision); ``pixel_auroc``, ``pixel_ap``,
+        ``aupro`` (up to ``fpr_limit``) with masks; with ``rd4ad_pro`` (opt-in) also
+        ``rd4ad_pro``, the RD4AD authors' per-image PRO (:mod:`.pro_rd4ad`, not comparable with
+        ``aupro``); ``test_f1_threshold``: the image-F1-optimal threshold chosen on these (test) labels, with
         ``image_f1_test_thr`` and ``dice_test_f1_thr`` (pooled Dice of the maps at that same
         threshold, the thesis protocol; optimistic); ``image_f1_val_thr`` / ``dice_val_thr`` at the
         given thresholds derived from validation normals; ``n_images``, ``n_anomalous`` (ints);
@@ -232,7 +237,9 @@ class AnomalyMetricState:
         with_masks = self.has_masks and maps.size > 0
         result = {
             "image_auroc": attempt("image_auroc", lambda: image_auroc(scores, labels)),
+            "image_ap": attempt("image_ap", lambda: image_ap(scores, labels)),
             "pixel_auroc": attempt("pixel_auroc", lambda: pixel_auroc(maps, masks)) if with_masks else None,
+            "pixel_ap": attempt("pixel_ap", lambda: pixel_ap(maps, masks)) if with_masks else None,
             "aupro": attempt("aupro", lambda: aupro(maps, masks, self.fpr_limit)) if with_masks else None,
             "test_f1_threshold": test_thr,
             "image_f1_test_thr": image_f1(scores, labels, test_thr) if with_test_thr else None,
@@ -249,5 +256,9 @@ class AnomalyMetricState:
             "n_anomalous": int(labels.sum()),
             "notes": notes,
         }
+        if rd4ad_pro:
+            result["rd4ad_pro"] = (
+                attempt("rd4ad_pro", lambda: rd4ad_pro_metric(maps, masks)) if with_masks else None
+            )
         result["metric_seconds"] = time.perf_counter() - start
         return result

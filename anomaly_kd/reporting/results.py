@@ -13,11 +13,18 @@ from typing import Any
 
 METRIC_COLUMNS = (
     ("image_auroc", "image AUROC"),
+    ("image_ap", "image AP"),
     ("pixel_auroc", "pixel AUROC"),
+    ("pixel_ap", "pixel AP"),
     ("aupro", "AUPRO"),
+    ("rd4ad_pro", "PRO (RD4AD authors' per-image)"),
     ("dice_val_thr", "Dice (val-normal threshold)"),
     ("dice_test_f1_thr", "Dice (threshold from test labels)"),
+    ("image_f1_test_thr", "image F1 (threshold from test labels)"),
+    ("test_f1_threshold", "threshold from test labels (max image F1)"),
 )
+#: optional metrics: left out of the console table when the run did not compute them
+OPTIONAL_METRICS = ("rd4ad_pro",)
 
 _PACKAGES = (
     "anomaly_kd", "torch", "torchvision", "pytorch-lightning", "hydra-core", "timm", "numpy",
@@ -88,5 +95,7 @@ def results_table(results: dict[str, Any]) -> str:
     title = f"{results.get('model')} / {results.get('data')} / {results.get('category')}"
     lines = [f"| metric ({title}) | value |", "|---|---|"]
     for key, label in METRIC_COLUMNS:
+        if key in OPTIONAL_METRICS and key not in metrics:
+            continue
         lines.append(f"| {label} | {format_metric(metrics.get(key))} |")
     return "\n".join(lines)

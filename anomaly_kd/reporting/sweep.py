@@ -4,11 +4,12 @@
 writing, in the sweep folder:
 
 - ``results.md``: one row per (model, data, [variant,] category) with each metric as
-  ``mean ± std`` over seeds, the number of seeds, a mean row over categories, the paper's value
-  (MVTec AD, where known; source in the footer), and a "Failed jobs" section with each failed
-  job's error line;
+  ``mean ± std`` over seeds, the number of seeds, a mean row over categories, published values
+  (MVTec AD, where known: one column per source, right after the column of ours computed the same
+  way; source and protocol in the footer), and a "Failed jobs" section with each failed job's
+  error line; metric columns no job computed and no source reports are left out;
 - ``results.csv``: the same rows, machine-readable (``<metric>_mean``, ``<metric>_std``,
-  ``<metric>_n``, ``<metric>_paper``, ``n_seeds``, ``n_failed``, ``errors``, ...);
+  ``<metric>_n``, ``<metric>_paper_<source>``, ``n_seeds``, ``n_failed``, ``errors``, ...);
 - ``jobs.csv``: one row per job (status, seed, metrics, error, folder).
 
 A *variant* is a combination of the other overrides that differ between the jobs (e.g.
@@ -39,7 +40,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from anomaly_kd.reporting.paper_values import PAPER_DATASETS, paper_source, paper_value
+from anomaly_kd.reporting.paper_values import (
+    PAPER_DATASETS,
+    SOURCES,
+    column_name,
+    paper_columns,
+    paper_value,
+    source_note,
+)
 from anomaly_kd.reporting.results import METRIC_COLUMNS, config_value
 
 try:  # Hydra is a dependency, but keep the tables usable without its runtime
@@ -51,8 +59,6 @@ log = logging.getLogger("anomaly_kd")
 
 METRICS = tuple(key for key, _ in METRIC_COLUMNS)
 LABELS = dict(METRIC_COLUMNS)
-#: metrics the papers report (the "paper" columns)
-PAPER_METRICS = ("image_auroc", "pixel_auroc", "aupro")
 #: overrides that identify a row; any other override that differs between jobs makes a variant
 IDENTITY_KEYS = ("model", "data", "category", "seed", "data.category", "data.seed")
 MISSING_ERROR = "no results.json: the job was killed, timed out, or has not finished"
@@ -95,7 +101,7 @@ class Row:
     mean: dict[str, float | None] = field(default_factory=dict)
     std: dict[str, float | None] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
-    paper: dict[str, float | None] = field(default_factory=dict)
+    paper: dict[str, float | None] = field(default_factory=dict)  # column_name(metric, source) -> value
     errors: list[str] = field(default_factory=list)
     is_mean: bool = False
     n_categories: int = 0  # mean rows: categories with at least one finished seed
@@ -259,7 +265,8 @@ def aggregate(jobs: list[Job]) -> list[Row]:
             row.mean[metric] = statistics.fmean(values) if values else None
             row.std[metric] = _std(values)
             row.count[metric] = len(values)
-            row.paper[metric] = paper_value(model, data, str(category), metric)
+        for metric, source in paper_columns([model]):
+            row.paper[column_name(metric, source)] = paper_value(model, data, str(category), metric, source)
         row.per_seed = {metric: {j.seed: _number(j.metrics.get(metric)) for j in ok} for metric in METRICS}
         rows.append(row)
         by_setting.setdefault((model, data, variant), []).append(row)
@@ -288,8 +295,9 @@ def _mean_row(model, data, variant, members: list[Row]) -> Row:
         common = set.intersection(*({k for k, v in d.items() if v is not None} for d in per_seed))
         seed_means = [statistics.fmean(d[s] for d in per_seed) for s in sorted(common, key=_sort_key)]
         row.std[metric] = _std(seed_means) if len(means) == len(members) else None
-        # the paper's mean over 15 categories only compares with a mean over the same 15
-        row.paper[metric] = paper_value(model, data, "mean", metric) if all_mvtec else None
+    # a published mean over the 15 categories only compares with a mean over the same 15
+    for metric, source in paper_columns([model]):
+        row.paper[column_name(metric, source)] = paper_value(model, data, "mean", metric, source) if all_mvtec else None
     return row
 
 
@@ -305,19 +313,29 @@ def _cell(row: Row, metric: str) -> str:
     return f"{mean:.4f} ± {_fmt(row.std.get(metric))}"
 
 
-def _has_paper_columns(rows: list[Row]) -> bool:
-    return any(r.data in PAPER_DATASETS for r in rows)
+def table_paper_columns(rows: list[Row]) -> list[tuple[str, str]]:
+    """(metric, source) of the paper columns of these rows: sources reporting a value for a model
+    of an MVTec AD row (each shown right after our column of that metric)."""
+    return paper_columns(r.model for r in rows if r.data in PAPER_DATASETS)
+
+
+def _shown_metrics(rows: list[Row], papers: list[tuple[str, str]]) -> list[str]:
+    """Metrics with a value in some row or a paper column (e.g. rd4ad_pro only when computed or
+    published, pixel metrics not for MNIST alone)."""
+    published = {metric for metric, _ in papers}
+    return [m for m in METRICS if m in published or any(r.mean.get(m) is not None for r in rows)]
 
 
 def markdown_table(tables: SweepTables) -> str:
     rows, jobs = tables.rows, tables.jobs
     with_variant = any(r.variant for r in rows)
-    with_paper = _has_paper_columns(rows)
+    papers = table_paper_columns(rows)
+    with_paper = bool(papers)
+    metrics = _shown_metrics(rows, papers)
     head = ["model", "data"] + (["variant"] if with_variant else []) + ["category", "seeds"]
-    for metric in METRICS:
+    for metric in metrics:
         head.append(LABELS[metric])
-        if with_paper and metric in PAPER_METRICS:
-            head.append("paper")
+        head += [f"{SOURCES[source].label}" for m, source in papers if m == metric]
     head.append("status")
     lines = [f"# Results: {tables.sweep_dir.name}", "", "| " + " | ".join(head) + " |",
              "|" + "|".join("---" for _ in head) + "|"]
@@ -331,11 +349,12 @@ def markdown_table(tables: SweepTables) -> str:
             category = row.category
         cells = [str(row.model), str(row.data)] + ([row.variant or "–"] if with_variant else [])
         cells += [category, seeds]
-        for metric in METRICS:
+        for metric in metrics:
             cells.append(_cell(row, metric))
-            if with_paper and metric in PAPER_METRICS:
-                value = row.paper.get(metric)
-                cells.append("" if value is None else f"{value:.3f}")
+            for m, source in papers:
+                if m == metric:
+                    value = row.paper.get(column_name(m, source))
+                    cells.append("" if value is None else f"{value:.3f}")
         cells.append(row.status)
         lines.append("| " + " | ".join(cells) + " |")
     failed = tables.failed
@@ -346,11 +365,11 @@ def markdown_table(tables: SweepTables) -> str:
             error = (job.error or "").replace("|", "\\|")
             lines.append(f"| {job.model} | {job.data} | {job.category} | {job.seed} | {error} | "
                          f"{_relative(job.path, tables.sweep_dir)} |")
-    lines += ["", _footer(tables, with_paper)]
+    lines += ["", _footer(tables, papers if with_paper else [])]
     return "\n".join(lines) + "\n"
 
 
-def _footer(tables: SweepTables, with_paper: bool) -> str:
+def _footer(tables: SweepTables, papers: list[tuple[str, str]]) -> str:
     notes = [
         "Values: mean ± sample standard deviation (n − 1 denominator) over the seeds whose job "
         "finished; ± n/a where only one seed finished; – where no value exists.",
@@ -359,14 +378,14 @@ def _footer(tables: SweepTables, with_paper: bool) -> str:
         "category); 'k/n categories' counts the categories with at least one finished seed.",
         "Variants: jobs whose other overrides differ are never averaged together.",
     ]
-    if with_paper:
-        models = sorted({r.model for r in tables.rows if r.data in PAPER_DATASETS}, key=_sort_key)
-        sources = [f"{m}: {paper_source(m)}" for m in models if paper_source(m)]
+    if papers:
+        sources = list(dict.fromkeys(source for _, source in papers))
         notes.append(
-            "Paper columns (MVTec AD only): the value published by the method's authors, where it "
-            "could be checked; per-category paper values are not included, and the paper's mean "
-            "over the 15 categories is shown only in a mean row that covers all 15 categories. "
-            + ("Sources — " + "; ".join(sources) + "." if sources else "No published values for these models.")
+            "Published columns (MVTec AD only), each headed by its source and placed right after the "
+            "column of ours computed the same way (the RD4AD PRO only beside our rd4ad_pro, never "
+            "beside the MVTec AUPRO; the thesis's Dice only beside our Dice at the test-F1 threshold); "
+            "a published mean over the 15 categories is shown only in a mean row that covers all 15. "
+            "Sources — " + "; ".join(source_note(s) for s in sources) + "."
         )
     notes.append(
         f"Built from {len(tables.jobs)} job folders in {tables.sweep_dir} "
@@ -391,8 +410,9 @@ def results_csv(tables: SweepTables) -> str:
     head = ["model", "data", "variant", "category", "n_seeds", "n_failed", "seeds", "status"]
     for metric in METRICS:
         head += [f"{metric}_mean", f"{metric}_std", f"{metric}_n"]
-    head += [f"{metric}_paper" for metric in PAPER_METRICS]
-    head += ["errors", "paper_source"]
+    papers = table_paper_columns(tables.rows)
+    head += [column_name(metric, source) for metric, source in papers]
+    head += ["errors", "paper_sources"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(head)
@@ -401,9 +421,9 @@ def results_csv(tables: SweepTables) -> str:
                   " ".join(str(s) for s in row.seeds_ok), row.status]
         for metric in METRICS:
             values += [_csv_number(row.mean.get(metric)), _csv_number(row.std.get(metric)), row.count.get(metric, 0)]
-        values += [_csv_number(row.paper.get(metric)) for metric in PAPER_METRICS]
-        has_paper = any(row.paper.get(m) is not None for m in PAPER_METRICS)
-        values += [" | ".join(row.errors), paper_source(row.model) if has_paper else ""]
+        values += [_csv_number(row.paper.get(column_name(m, s))) for m, s in papers]
+        sources = dict.fromkeys(s for m, s in papers if row.paper.get(column_name(m, s)) is not None)
+        values += [" | ".join(row.errors), " || ".join(source_note(s) for s in sources)]
         writer.writerow(["" if v is None else v for v in values])
     return buffer.getvalue()
 
@@ -508,6 +528,7 @@ class SweepReport(Callback):  # type: ignore[misc,valid-type]
 
 def format_rows(rows: Iterable[Row]) -> list[dict[str, Any]]:
     """Rows as plain dicts (for W&B tables and notebooks)."""
+    rows = list(rows)
     out = []
     for row in rows:
         item: dict[str, Any] = {"model": row.model, "data": row.data, "variant": row.variant,
@@ -516,8 +537,8 @@ def format_rows(rows: Iterable[Row]) -> list[dict[str, Any]]:
         for metric in METRICS:
             item[f"{metric}_mean"] = row.mean.get(metric)
             item[f"{metric}_std"] = row.std.get(metric)
-        for metric in PAPER_METRICS:
-            item[f"{metric}_paper"] = row.paper.get(metric)
+        for metric, source in table_paper_columns(rows):
+            item[column_name(metric, source)] = row.paper.get(column_name(metric, source))
         out.append(item)
     return out
 

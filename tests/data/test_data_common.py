@@ -130,3 +130,45 @@ def test_missing_root_or_category(tmp_path):
         MVTecDataModule(root=None, category="x")
     with pytest.raises(UserError, match="category"):
         MVTecDataModule(root=str(tmp_path), category="")
+
+
+# An 8 x 8 mask holding one vertical line, brought to 4 x 4: per output column c, nearest-exact
+# takes input column 2c + 1; STFPM's cv2 bilinear (half-pixel centres, no antialiasing) averages
+# columns 2c and 2c + 1 (weights 1/2); PIL's antialiased bilinear (RD4AD) spreads a triangle of
+# radius 2 over columns 2c - 1 .. 2c + 2 with weights 1/8, 3/8, 3/8, 1/8 (truncated and
+# renormalised at the border). Rows are all the same, so only the columns matter.
+@pytest.mark.parametrize(
+    "line_cols, expected",
+    [
+        # line in column 3: nearest keeps it (output column 1); cv2 gives 1/2 -> non-zero; PIL 3/8 <= 0.5
+        ((3,), {"nearest": [1], "stfpm": [1], "rd4ad": []}),
+        # line in column 2: nearest misses it; cv2 1/2 -> kept in output column 1; PIL 3/8 -> lost
+        ((2,), {"nearest": [], "stfpm": [1], "rd4ad": []}),
+        # columns 2-3: all keep output column 1 (PIL 3/8 + 3/8 = 3/4 > 0.5; column 0 gets 1/7)
+        ((2, 3), {"nearest": [1], "stfpm": [1], "rd4ad": [1]}),
+    ],
+)
+def test_mask_resize_rules_by_hand(line_cols, expected):
+    mask = np.zeros((8, 8), bool)
+    mask[:, list(line_cols)] = True
+    for rule, columns in expected.items():
+        out = mask_tensor(mask, 4, rule)[0].numpy()
+        assert out.dtype == np.float32 and set(np.unique(out)) <= {0.0, 1.0}
+        assert np.flatnonzero(out.any(axis=0)).tolist() == columns, rule
+        assert (out == out[:1]).all()  # every row the same
+    assert torch.equal(mask_tensor(mask, 8, "rd4ad"), mask_tensor(mask, 8, "stfpm"))  # same size: unchanged
+
+
+def test_mask_resize_rd4ad_equals_the_authors_transform():
+    from torchvision import transforms
+
+    rng = np.random.default_rng(0)
+    mask = np.kron(rng.random((10, 10)) < 0.3, np.ones((4, 4), bool))[:37, :39]  # 37 x 39 -> 16
+    gt_transform = transforms.Compose([transforms.Resize((16, 16)), transforms.CenterCrop(16), transforms.ToTensor()])
+    gt = gt_transform(Image.fromarray(mask.astype(np.uint8) * 255))  # hq-deng/RD4AD dataset.py
+    assert torch.equal(mask_tensor(mask, 16, "rd4ad"), (gt > 0.5).float())
+
+
+def test_mask_resize_unknown_rule_is_a_user_error():
+    with pytest.raises(UserError, match="data.mask_resize='bilinear' must be one of nearest, stfpm, rd4ad"):
+        mask_tensor(np.zeros((4, 4), bool), 2, "bilinear")

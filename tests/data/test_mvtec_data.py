@@ -62,6 +62,19 @@ def test_batch_format(mvtec_root):
     assert isinstance(batch["path"][0], str) and batch["mask_path"][0] == "" and batch["defect"] == ["good", "good", "hole", "hole"]
 
 
+@pytest.mark.parametrize("rule", ["stfpm", "rd4ad"])
+def test_mask_resize_reaches_the_test_masks(mvtec_root, rule):
+    from anomaly_kd.data.images import load_mask, mask_tensor
+
+    dm = datamodule(mvtec_root, mask_resize=rule)  # 32 px files, 16 px model size
+    for item in (dm.test_set[i] for i in range(len(dm.test_set))):
+        expected = mask_tensor(load_mask(item["mask_path"]) if item["mask_path"] else None, 16, rule)
+        assert torch.equal(item["mask"], expected)
+    assert datamodule(mvtec_root).mask_resize == "nearest"  # the default
+    with pytest.raises(UserError, match="data.mask_resize='area'"):
+        datamodule(mvtec_root, mask_resize="area")
+
+
 def test_loaders(mvtec_root):
     dm = datamodule(mvtec_root)
     train = dm.train_dataloader()

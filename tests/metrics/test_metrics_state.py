@@ -11,9 +11,12 @@ from anomaly_kd.metrics import (
     aupro,
     dice,
     f1_optimal_threshold,
+    image_ap,
     image_auroc,
     image_f1,
+    pixel_ap,
     pixel_auroc,
+    rd4ad_pro,
 )
 
 
@@ -51,7 +54,11 @@ def test_compute_matches_functional_api():
     )
     result = state.compute(pixel_threshold=1.0, image_threshold=2.0)
     thr = f1_optimal_threshold(scores, labels)
+    assert "rd4ad_pro" not in result  # opt-in
+    assert state.compute(rd4ad_pro=True)["rd4ad_pro"] == rd4ad_pro(maps, masks)
     assert result["image_auroc"] == image_auroc(scores, labels)
+    assert result["image_ap"] == image_ap(scores, labels)
+    assert result["pixel_ap"] == pixel_ap(maps, masks)
     assert result["pixel_auroc"] == pixel_auroc(maps, masks)
     assert result["aupro"] == aupro(maps, masks, 0.2)
     assert result["test_f1_threshold"] == thr

@@ -19,7 +19,7 @@ DEFAULTS = {
     "model.lr": 0.4,
     "model.momentum": 0.9,
     "model.weight_decay": 1e-4,
-    "data.image_size": 256,
+    "data.image_size": 224,
     "data.batch_size": 32,
     "data.val_split": 0.2,
     "trainer.max_epochs": 100,

@@ -12,7 +12,9 @@ from anomaly_kd.errors import UserError
 from anomaly_kd.models.components.backbones import create_feature_extractor
 from anomaly_kd.models.components.feature_matching import feature_matching_loss
 from anomaly_kd.models.stfpm_ensemble import STFPMEnsemble, STFPMEnsembleModel
+from anomaly_kd.models.components.student_teacher import StudentTeacherModel
 from anomaly_kd.models.stfpm_ensemble.anomaly_map import ensemble_anomaly_map, ensemble_level_map
+from anomaly_kd.models.stfpm_ensemble.selection import StudentSelection
 from tests.models.model_helpers import assert_config_default, defect_contrast, train_steps
 
 # The thesis' hyperparameters (and STFPM's where the thesis follows it), as the config must hold them.
@@ -29,6 +31,7 @@ DEFAULTS = {
     "data.image_size": 224,
     "data.batch_size": 32,
     "trainer.max_epochs": 100,
+    "model.checkpoint_rule": "per_student",
 }
 
 
@@ -158,7 +161,7 @@ def test_one_sgd_over_all_students_equals_independent_sgd():
 def test_loss_decreases_and_planted_defect_scores_higher(texture):
     torch.manual_seed(0)
     model = STFPMEnsemble(pretrained=False)
-    assert model.input_multiple == 16 and model.checkpoint_monitor == "val/map_mean"
+    assert model.input_multiple == 16 and model.checkpoint_monitor is None  # per_student rule
     losses = train_steps(model, [texture.normal_batches(1, 4)[0]] * 4)  # a fixed batch
     assert losses[-1] < losses[0]
     train_steps(model, texture.normal_batches(10, 8))  # fresh normal crops
@@ -176,4 +179,57 @@ def test_end_to_end(run_tiny):
     assert results["model"] == "stfpm_ensemble" and results["status"] == "ok"
     assert 0.0 <= results["metrics"]["image_auroc"] <= 1.0
     assert results["model_summary"]["n_students"] == 3
-    assert results["tested_checkpoint"].endswith("best.ckpt")  # STFPM's rule: val/map_mean
+    assert results["tested_checkpoint"].endswith("best.ckpt")  # written after the per-student selection
+
+
+def _constant_students(n):
+    return [torch.nn.Linear(1, 1, bias=False) for _ in range(n)]
+
+
+def test_per_student_rule_keeps_each_students_own_best_epoch():
+    # Validation errors per epoch (rows) and student (columns); each student's weight is set to
+    # the epoch number, so the restored weights say which epoch each student kept. Strictly lower
+    # replaces (STFPM's `if err < min_err`): student 2's tie at epoch 3 keeps epoch 1.
+    errors = [[5.0, 4.0, 3.0], [4.0, 4.5, 2.0], [4.5, 3.0, 2.5], [3.5, 3.5, 2.0]]
+    expected_epochs = [3, 2, 1]
+    students = _constant_students(3)
+    selection = StudentSelection(3)
+    improved = []
+    for epoch, row in enumerate(errors):
+        for student in students:
+            student.weight.data.fill_(float(epoch))
+        improved.append(selection.update(row, epoch, students))
+    assert improved == [[True] * 3, [True, False, True], [False, True, False], [True, False, False]]
+    assert selection.epochs == expected_epochs and selection.errors == [3.5, 3.0, 2.0]
+    selection.restore(students)
+    assert [s.weight.item() for s in students] == [float(e) for e in expected_epochs]
+    # the state survives a checkpoint round trip through the LightningModule hooks
+    module = STFPMEnsemble(pretrained=False, n_students=3)
+    module.selection, module.selection_pending = selection, True
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    restored = STFPMEnsemble(pretrained=False, n_students=3)
+    restored.on_load_checkpoint(checkpoint)
+    assert restored.selection.epochs == expected_epochs and restored.selection_pending
+    assert restored.selection.errors == selection.errors
+    fresh = _constant_students(3)
+    restored.selection.restore(fresh)
+    assert [s.weight.item() for s in fresh] == [float(e) for e in expected_epochs]
+
+
+def test_checkpoint_rules():
+    assert STFPMEnsemble(pretrained=False, n_students=1).checkpoint_monitor is None  # per_student: written by the module
+    assert STFPMEnsemble(pretrained=False, n_students=1, checkpoint_rule="joint").checkpoint_monitor == "val/map_mean"
+    with pytest.raises(UserError, match="checkpoint_rule='best' must be one of per_student, joint"):
+        STFPMEnsemble(pretrained=False, n_students=1, checkpoint_rule="best")
+
+
+def test_student_errors_are_each_students_stfpm_map_mean():
+    torch.manual_seed(0)
+    model = STFPMEnsembleModel(pretrained=False, n_students=2).eval()
+    images = torch.rand(2, 3, 32, 32)
+    errors = model.student_errors(images)
+    for m, student in enumerate(model.students):
+        alone = StudentTeacherModel(model.teacher, student).eval()
+        maps, _ = alone.anomaly_map(images)
+        assert torch.equal(errors[:, m], maps.flatten(1).mean(dim=1))

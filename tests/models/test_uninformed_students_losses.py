@@ -109,3 +109,30 @@ def test_combine_scales_normalises_and_averages():
     assert math.isclose(combine_scales(e[:1], v[:1], stats[:1]).mean().item(), 3.0)
     with pytest.raises(ValueError):
         combine_scales(e, v, stats, "sum")
+
+
+def test_compactness_over_patches_hand_case():
+    # Three patches of d = 3: each standardised over its own values (unbiased std) is (-1, 0, 1),
+    # (1, 0, -1), (-1, 0, 1); correlations z_i . z_j / (d - 1): c12 = -1, c13 = 1, c23 = -1.
+    patches = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [2.0, 4.0, 6.0]])
+    assert compactness_loss(patches, over="patches").item() == pytest.approx(3.0, abs=1e-6)  # upper triangle squared
+    assert compactness_loss(patches, form="signed", over="patches").item() == pytest.approx(-2.0, abs=1e-6)
+    # the same numbers read as 3 samples of 3 dimensions give the d x d matrix instead
+    assert compactness_loss(patches).item() != pytest.approx(3.0, abs=1e-3)
+    with pytest.raises(ValueError, match="compactness_over"):
+        compactness_loss(patches, over="pixels")
+
+
+def test_compactness_over_patches_equals_the_public_reimplementations():
+    def reimplementation(output):  # LuyaooChen teacher_train.py / denguir src/utils.py compactness_loss
+        _, n = output.size()
+        avg = torch.mean(output, axis=1)
+        std = torch.std(output, axis=1)
+        zt = output.T - avg
+        zt /= std
+        corr = torch.matmul(zt.T, zt) / (n - 1)
+        return torch.sum(torch.triu(corr, diagonal=1) ** 2)
+
+    torch.manual_seed(0)
+    descriptors = torch.randn(16, 8, dtype=torch.float64)
+    assert torch.allclose(compactness_loss(descriptors, over="patches"), reimplementation(descriptors), rtol=1e-12)

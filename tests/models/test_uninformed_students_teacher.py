@@ -62,6 +62,7 @@ def test_pretraining_save_load_and_file_keys(tmp_path):
     path = tp.teacher_file(tmp_path, 17, TINY)
     assert path.name.startswith("us_teacher_p17_d128_efficientnet_lite0-random_skimage_seed0_it2_")
     assert tp.teacher_file(tmp_path, 17, replace(TINY, lambda_c=0.5)) != path  # any setting counts
+    assert tp.teacher_file(tmp_path, 17, replace(TINY, compactness_over="patches")) != path
     assert tp.teacher_file(tmp_path, 33, TINY) != path
     tp.save_teacher(path, net, TINY, losses)
     state = tp.load_teacher_state(path, 17, 128)

@@ -66,8 +66,12 @@ def test_mean_and_sample_std_over_seeds_and_mean_row_over_categories(tmp_path):
     assert float(mean["image_auroc_mean"]) == pytest.approx((0.94 + 0.80) / 2)
     per_seed_means = [(a + b) / 2 for a, b in zip(values["bottle"], values["cable"])]
     assert float(mean["image_auroc_std"]) == pytest.approx(statistics.stdev(per_seed_means))
-    # two categories, not all 15: no paper mean in the mean row, and no per-category paper values
-    assert mean["image_auroc_paper"] == "" and bottle["image_auroc_paper"] == ""
+    # two categories, not all 15: no published mean in the mean row; the thesis's per-category
+    # STFPM image AUROC beside ours (its Dice beside our test-F1-threshold Dice), the STFPM paper's
+    # (a 15-category mean only) empty
+    assert mean["image_auroc_paper_stfpm_paper"] == "" and bottle["image_auroc_paper_stfpm_paper"] == ""
+    assert float(bottle["image_auroc_paper_thesis"]) == 0.997 and float(bottle["dice_test_f1_thr_paper_thesis"]) == 0.661
+    assert mean["image_auroc_paper_thesis"] == "" and "224 px" in bottle["paper_sources"]
     md = tables.paths["markdown"].read_text()
     assert "| stfpm | mvtec | bottle | 3 | 0.9400 ± 0.0400 |" in md
     assert "**mean**" in md and "2/2 categories" in md
@@ -113,20 +117,54 @@ def test_paper_mean_is_shown_only_for_all_15_mvtec_categories(tmp_path):
         make_job(tmp_path, "reverse_distillation", "mvtec", category, 0, metrics(0.95))
     tables = build_tables(tmp_path)
     mean = row_of(read_csv(tables.paths["csv"]), "mean")
-    expected = paper_values.PAPER_VALUES["reverse_distillation"]["values"]["mean"]
-    assert float(mean["image_auroc_paper"]) == expected["image_auroc"] == 0.985
-    assert float(mean["aupro_paper"]) == 0.939
-    assert "CVPR 2022" in mean["paper_source"]
+    assert float(mean["image_auroc_paper_rd4ad_paper"]) == 0.985
+    assert float(mean["image_auroc_paper_rd4ad_paddle"]) == 0.989
+    # the authors' per-image PRO only beside our rd4ad_pro, never beside the MVTec AUPRO
+    assert float(mean["rd4ad_pro_paper_rd4ad_paper"]) == 0.939 and float(mean["rd4ad_pro_paper_rd4ad_paddle"]) == 0.944
+    assert not [c for c in mean if c.startswith("aupro_paper")]
+    assert "CVPR 2022" in mean["paper_sources"] and "per-image PRO" in mean["paper_sources"]
     assert "| 0.985 |" in tables.markdown and "15/15 categories" in tables.markdown
 
 
-def test_paper_values_are_fractions_with_a_source():
-    for model, entry in paper_values.PAPER_VALUES.items():
-        assert entry["source"] and "arXiv" in entry["source"], model
-        for category, values in entry["values"].items():
-            assert category == "mean" or category in MVTEC_ALL
-            for metric, value in values.items():
-                assert metric in ("image_auroc", "pixel_auroc", "aupro") and 0.5 < value <= 1.0
+def test_paper_values_are_fractions_with_a_source_and_a_like_for_like_metric():
+    values = paper_values.all_paper_values()
+    assert {v.model for v in values} == {"stfpm", "stfpm_ensemble", "simple_student", "reverse_distillation"}
+    for v in values:
+        assert v.source in paper_values.SOURCES and v.category in (*MVTEC_ALL, "mean"), v
+        # never the MVTec AUPRO, never the Dice at a threshold from validation normals
+        assert v.metric in ("image_auroc", "pixel_auroc", "rd4ad_pro", "dice_test_f1_thr"), v
+        assert 0.0 < v.value <= 1.0, v
+    for source in paper_values.SOURCES.values():
+        assert source.citation and source.protocol
+    # every cell of the package-data files is read (14 thesis categories x 6 columns, 9 x 3 + a
+    # mean x 3 of the re-implementation), and the RD4AD paper mean row of the file is the one here
+    assert sum(v.source == "thesis" for v in values) == 14 * 6
+    assert sum(v.source == "rd4ad_paddle" for v in values) == 10 * 3
+    paper_row = next(r for r in paper_values.read_paper_file("rd4ad_paddle_reproduction.csv")
+                     if r["category"] == "mean_15_paper")
+    assert [float(paper_row[c]) for c in ("image_auroc", "pixel_auroc", "pixel_aupro_authors_per_image")] == [
+        paper_values.paper_value("reverse_distillation", "mvtec", "mean", m, "rd4ad_paper")
+        for m in ("image_auroc", "pixel_auroc", "rd4ad_pro")]
+
+
+def test_published_values_sit_next_to_the_same_metric_in_the_markdown(tmp_path):
+    make_job(tmp_path, "reverse_distillation", "mvtec", "grid", 0, {**metrics(0.95), "rd4ad_pro": 0.9})
+    make_job(tmp_path, "simple_student", "mvtec", "capsule", 0, metrics(0.7))
+    md = build_tables(tmp_path).markdown
+    head = [c.strip() for c in md.split("\n")[2].strip("|").split("|")]
+    at = head.index
+    assert head[at("AUPRO") + 1] != "RD4AD paper"  # no published column after the MVTec AUPRO
+    assert head[at("PRO (RD4AD authors' per-image)") + 1 : at("PRO (RD4AD authors' per-image)") + 3] == [
+        "RD4AD paper", "RD4AD Paddle re-impl."]
+    assert head[at("Dice (threshold from test labels)") + 1] == "thesis"
+    assert head[at("Dice (val-normal threshold)") + 1] != "thesis"
+    grid = next(line for line in md.splitlines() if "| grid |" in line)
+    cells = [c.strip() for c in grid.strip("|").split("|")]
+    assert cells[at("PRO (RD4AD authors' per-image)")] == "0.9000 ± n/a"
+    assert cells[at("PRO (RD4AD authors' per-image)") + 2] == "0.976"  # the re-implementation's grid
+    capsule = [c.strip() for c in next(line for line in md.splitlines() if "| capsule |" in line).strip("|").split("|")]
+    assert capsule[at("Dice (threshold from test labels)") + 1] == "0.014"  # thesis 0.0137
+    assert "protocol:" in md and "never beside the MVTec AUPRO" in md
 
 
 def test_jobs_that_differ_in_other_overrides_are_separate_rows(tmp_path):
@@ -165,3 +203,47 @@ def test_results_json_of_a_single_run_folder_is_a_one_job_table(tmp_path):
     tables = build_tables(folder)
     assert len(tables.jobs) == 1 and tables.jobs[0].seed == 3
     assert json.loads((folder / "results.json").read_text())["status"] == "ok"
+
+
+def test_wandb_sweep_summary_carries_published_values_and_their_sources(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from omegaconf import OmegaConf
+
+    from anomaly_kd.callbacks.wandb_extras import log_sweep_summary
+
+    calls = {}
+
+    class Run:
+        id = "fake"
+        summary = {}
+
+        def log(self, payload):
+            calls["log"] = payload
+
+        def finish(self, exit_code=0):
+            calls["exit_code"] = exit_code
+
+    def init(**kwargs):
+        calls["init"] = kwargs
+        return Run()
+
+    class Table:
+        def __init__(self, columns, data):
+            self.columns, self.data = columns, data
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init, Table=Table))
+    for category in MVTEC_ALL:
+        make_job(tmp_path, "reverse_distillation", "mvtec", category, 0, {**metrics(0.95), "rd4ad_pro": 0.9})
+    tables = build_tables(tmp_path, write=False)
+    log_sweep_summary(OmegaConf.create({"logger": {"wandb": {"offline": True}}}), tables)
+    table = calls["log"]["results"]
+    grid = dict(zip(table.columns, next(r for r in table.data if r[table.columns.index("category")] == "grid")))
+    assert grid["rd4ad_pro_mean"] == 0.9 and grid["rd4ad_pro_paper_rd4ad_paddle"] == 0.976
+    assert "aupro_paper_rd4ad_paper" not in table.columns
+    summary = Run.summary
+    assert summary["reverse_distillation/mvtec/mean/rd4ad_pro_paper_rd4ad_paper"] == 0.939
+    assert summary["reverse_distillation/mvtec/mean/image_auroc_paper_rd4ad_paddle"] == 0.989
+    sources = calls["init"]["config"]["paper_sources"]
+    assert set(sources) == {"rd4ad_paper", "rd4ad_paddle"} and "per-image PRO" in sources["rd4ad_paper"]

@@ -76,6 +76,7 @@ class AnomalyModule(pl.LightningModule):
         self.fpr_limit = fpr_limit
         self.has_masks = True  # set from the datamodule by the pipeline
         self.eval_resolution = "model"  # set from the config by the pipeline: model | native
+        self.rd4ad_pro = False  # set from the config by the pipeline: also the RD4AD authors' per-image PRO
         self.results_handoff: str | None = None  # ddp_spawn: where rank 0 writes the test results
         self.register_buffer("image_threshold", torch.tensor(float("nan")))
         self.register_buffer("pixel_threshold", torch.tensor(float("nan")))
@@ -178,6 +179,7 @@ class AnomalyModule(pl.LightningModule):
             results = self.metric_state.compute(
                 pixel_threshold=finite_or_none(self.pixel_threshold),
                 image_threshold=finite_or_none(self.image_threshold),
+                rd4ad_pro=bool(self.rd4ad_pro),
             )
             results["image_threshold_val"] = finite_or_none(self.image_threshold)
             results["pixel_threshold_val"] = finite_or_none(self.pixel_threshold)

@@ -15,7 +15,7 @@ from torch import nn
 
 from anomaly_kd.errors import UserError
 from anomaly_kd.models.components.backbones import FeatureExtractor, create_feature_extractor
-from anomaly_kd.models.components.feature_matching import max_score
+from anomaly_kd.models.components.feature_matching import max_score, multiply_levels, normalized_sq_distance
 from anomaly_kd.models.stfpm_ensemble.anomaly_map import TERMS, ensemble_anomaly_map
 
 
@@ -72,3 +72,14 @@ class STFPMEnsembleModel(nn.Module):
             teacher_features, student_features, images.shape[-2:], self.terms, self.std_correction
         )
         return maps, max_score(maps)
+
+    @torch.no_grad()
+    def student_errors(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, M]``: per image, the mean of each student's own STFPM anomaly map (as a single
+        STFPM student would be validated: gdwang08/STFPM main.py ``test(...).mean()``)."""
+        teacher_features, student_features = self(images)
+        errors = []
+        for levels in student_features:
+            distances = [normalized_sq_distance(t, s) for t, s in zip(teacher_features, levels)]
+            errors.append(multiply_levels(distances, images.shape[-2:]).flatten(1).mean(dim=1))
+        return torch.stack(errors, dim=1)

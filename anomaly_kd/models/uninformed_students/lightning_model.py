@@ -20,7 +20,7 @@ import torch
 from anomaly_kd.errors import UserError
 from anomaly_kd.models.components.base import AnomalyModule, _batch_index, _cat_index, count_parameters
 from anomaly_kd.models.uninformed_students.anomaly_map import SCORES, combine_scales, mean_std
-from anomaly_kd.models.uninformed_students.loss import student_loss
+from anomaly_kd.models.uninformed_students.loss import COMPACTNESS_OVER, student_loss
 from anomaly_kd.models.uninformed_students.teacher_pretraining import (
     PretrainConfig,
     load_teacher_state,
@@ -65,6 +65,7 @@ class UninformedStudents(AnomalyModule):
         lambda_c: float = 1.0,
         triplet_margin: float = 1.0,
         compactness: str = "squared",
+        compactness_over: str = "dimensions",
         triplet_shift: float = 0.1,
         triplet_luminance: float = 0.2,
         triplet_noise: float = 0.02,
@@ -74,6 +75,8 @@ class UninformedStudents(AnomalyModule):
     ):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         self.save_hyperparameters()
+        if compactness_over not in COMPACTNESS_OVER:
+            raise UserError(f"model.compactness_over={compactness_over} must be one of {', '.join(COMPACTNESS_OVER)}.")
         if score not in SCORES:
             raise UserError(f"model.score={score} must be one of {', '.join(SCORES)}.")
         if not patch_sizes or n_students < 2:
@@ -94,7 +97,7 @@ class UninformedStudents(AnomalyModule):
             weights_path=hp.weights_path, data=str(hp.teacher_data), iterations=hp.teacher_iterations,
             batch_size=hp.teacher_batch_size, lr=hp.teacher_lr, weight_decay=hp.teacher_weight_decay,
             lambda_k=hp.lambda_k, lambda_m=hp.lambda_m, lambda_c=hp.lambda_c, margin=hp.triplet_margin,
-            compactness=hp.compactness, shift=hp.triplet_shift, luminance=hp.triplet_luminance,
+            compactness=hp.compactness, compactness_over=hp.compactness_over, shift=hp.triplet_shift, luminance=hp.triplet_luminance,
             noise=hp.triplet_noise, kd_input_size=hp.kd_input_size, seed=hp.seed,
         )  # fmt: skip
 

@@ -76,6 +76,7 @@ class PretrainConfig:
     lambda_c: float = 1.0
     margin: float = 1.0
     compactness: str = "squared"
+    compactness_over: str = "dimensions"
     shift: float = 0.1
     luminance: float = 0.2
     noise: float = 0.02
@@ -224,7 +225,7 @@ def pretrain_teacher(
             d_neg = net(net.normalize(negative.to(device)))
             terms["triplet"] = cfg.lambda_m * triplet_loss(desc, d_pos, d_neg, cfg.margin)
         if cfg.lambda_c > 0:
-            terms["compactness"] = cfg.lambda_c * compactness_loss(desc, cfg.compactness)
+            terms["compactness"] = cfg.lambda_c * compactness_loss(desc, cfg.compactness, cfg.compactness_over)
         if not terms:
             raise UserError("All teacher loss weights are 0: set model.lambda_k/lambda_m/lambda_c.")
         loss = sum(terms.values())
@@ -246,6 +247,8 @@ def pretrain_teacher(
 def teacher_file(teacher_dir: str | Path, patch_size: int, cfg: PretrainConfig) -> Path:
     """Cache file of a teacher: readable key + hash of the full configuration."""
     settings = asdict(cfg)
+    if settings["compactness_over"] == "dimensions":  # the default: names of earlier teacher files unchanged
+        del settings["compactness_over"]
     if cfg.data != "skimage":
         settings["data"] = str(Path(cfg.data).expanduser().resolve())
     blob = json.dumps({"format": FILE_FORMAT, "p": patch_size, **settings}, sort_keys=True)
