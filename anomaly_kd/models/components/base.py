@@ -61,6 +61,8 @@ EVAL_RESOLUTIONS = ("model", "native")
 warnings.filterwarnings(
     "ignore", message=r".*self\.log\('(val|test)/.*sync_dist=True.*", category=PossibleUserWarning
 )
+# The datamodules define no transfer hook: the module's on_after_batch_transfer is the one meant.
+warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule`.*")
 
 
 class AnomalyModule(pl.LightningModule):

@@ -39,9 +39,12 @@ class STFPMEnsemble(StudentTeacherModule):
         weight_decay: float = 1e-4,
         threshold_quantile: float = 0.99,
         fpr_limit: float = 0.3,
+        cache_teacher: bool = True,
+        cache_teacher_dtype: str = "float32",
     ):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         self.save_hyperparameters()
+        self.configure_teacher_cache(cache_teacher, cache_teacher_dtype)
         hp = self.hparams
         self.model = STFPMEnsembleModel(
             hp.backbone, list(hp.layers), hp.pretrained, hp.weights_path,
@@ -49,8 +52,8 @@ class STFPMEnsemble(StudentTeacherModule):
         )  # fmt: skip
         self.input_multiple = max(self.model.teacher.strides)
 
-    def training_loss(self, images: torch.Tensor) -> torch.Tensor:
-        teacher_features, student_features = self.model(images)
+    def training_loss(self, images: torch.Tensor, teacher_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        teacher_features, student_features = self.model(images, teacher_features)
         losses = ensemble_losses(teacher_features, student_features)
         for m, loss in enumerate(losses):
             self.log(f"train/loss_student{m}", loss, on_step=False, on_epoch=True)
