@@ -98,6 +98,12 @@ class AnomalyModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.anomaly_map(images)
 
+    def compile_networks(self, **options: Any) -> None:
+        """``torch.compile`` every network of ``self.model`` in place (``nn.Module.compile``: the
+        state-dict keys, hence checkpoints, are unchanged); ``model.compile=true`` in the config."""
+        for network in _networks(self.model):
+            network.compile(**options)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """The loaders give uint8 images and masks (4x fewer bytes to move); they become float32
         here, on the device, before any step or callback sees the batch."""
@@ -240,6 +246,15 @@ class AnomalyModule(pl.LightningModule):
             "class_path": f"{cls.__module__}:{cls.__qualname__}",
             "image_size": int(size) if size is not None else None,
         }
+
+
+def _networks(module: torch.nn.Module):
+    """The networks called by ``module``'s methods: its children, list/dict containers opened."""
+    for child in module.children():
+        if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+            yield from _networks(child)
+        else:
+            yield child
 
 
 def _batch_index(batch: dict, earlier: list[np.ndarray]) -> np.ndarray:
