@@ -72,7 +72,7 @@ class StudentTeacherModule(TeacherCacheMixin, AnomalyModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images = batch["image"]
         loss = self.training_loss(images, self.teacher_features(batch, images))
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 
     def student_parameters(self) -> Iterator[nn.Parameter]:

@@ -54,7 +54,7 @@ class ReverseDistillation(TeacherCacheMixin, AnomalyModule):
         images = batch["image"]  # the encoder's features from the teacher-feature cache when it is on
         teacher_features, student_features = self.model(images, self.teacher_features(batch, images))
         loss = reverse_distillation_loss(teacher_features, student_features)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -56,7 +56,7 @@ class STFPMEnsemble(StudentTeacherModule):
         teacher_features, student_features = self.model(images, teacher_features)
         losses = ensemble_losses(teacher_features, student_features)
         for m, loss in enumerate(losses):
-            self.log(f"train/loss_student{m}", loss, on_step=False, on_epoch=True)
+            self.log(f"train/loss_student{m}", loss, on_step=False, on_epoch=True, batch_size=len(images))
         return torch.stack(losses).sum()
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
