@@ -34,6 +34,7 @@ from anomaly_kd.callbacks.seeding import EpochSeeder
 from anomaly_kd.callbacks.wandb_extras import log_run_config
 from anomaly_kd.errors import UserError
 from anomaly_kd.reporting.results import (
+    device_name,
     package_versions,
     results_table,
     write_json_atomic,
@@ -87,6 +88,10 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(f"rd4ad_pro={cfg.get('rd4ad_pro')!r} must be true or false.")
     if not cfg.get("train", True) and not cfg.get("ckpt_path"):
         raise UserError("train=false needs a checkpoint to test: pass ckpt_path=/path/to/model.ckpt.")
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto")).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.accelerator={accelerator} (trainer=gpu) needs a CUDA GPU and this machine has none "
+                        "that torch can use: run with trainer=cpu, or without trainer= (the default picks what exists).")
 
 
 def _whole_number(cfg: DictConfig, key: str) -> int | None:
@@ -112,10 +117,10 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 
 def build_model(cfg: DictConfig) -> pl.LightningModule:
-    model_cfg = _without(cfg.model, "name")
+    model_cfg = _without(cfg.model, "name", "compile")
     model_cfg.fpr_limit = float(cfg.get("fpr_limit", 0.3))
     try:
-        return instantiate(model_cfg, _convert_="all")
+        model = instantiate(model_cfg, _convert_="all")
     except InstantiationException as error:
         # a bad model.* value or an unknown key (TypeError: unexpected keyword): one line, not a
         # traceback (results.json of the failed job keeps the traceback)
@@ -123,6 +128,9 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
         if isinstance(cause, (ValueError, TypeError)) and not isinstance(cause, UserError):
             raise UserError(f"model={cfg.model.get('name')}: {cause}; check the model.* settings.") from error
         raise
+    if cfg.model.get("compile", False):
+        model.compile_networks()  # torch.compile of each network, in place (checkpoint keys unchanged)
+    return model
 
 
 def check_image_size(model: pl.LightningModule, image_size: int) -> None:
@@ -528,6 +536,8 @@ def _run(cfg: DictConfig, job: _Job) -> dict[str, Any]:
     results["command"] = job_command()
     results["overrides"] = job_overrides()
     results["resumed_from"] = resume_from if trained else None
+    results["device"] = device_name(trainer.strategy.root_device)
+    results["precision"] = str(trainer.precision)
     results["reproducibility"] = {
         "seed": int(cfg.seed),
         "deterministic": cfg.trainer.get("deterministic"),

@@ -24,6 +24,9 @@ def test_stfpm_end_to_end_writes_results_checkpoints_and_images(run_tiny, tmp_pa
     for key in ("image_auroc", "pixel_auroc", "aupro", "dice_val_thr", "dice_test_f1_thr"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert saved["seed"] == 0 and saved["versions"]["torch"].startswith("2.14.1")
+    from anomaly_kd.reporting.results import cpu_name
+
+    assert saved["device"] == cpu_name() and saved["precision"] == "32-true"  # the default trainer, on CPU
     assert saved["config"]["model"]["lr"] == 0.4
     assert saved["timing"]["train_seconds"] > 0 and saved["timing"]["test_images_per_second"] > 0
     assert (out / "checkpoints" / "last.ckpt").is_file()

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
+from anomaly_kd.data.cache import DecodedDataset, check_cache_mode
 from anomaly_kd.errors import UserError
 
 
@@ -133,9 +134,16 @@ class AnomalyDataModule(pl.LightningDataModule):
 
     ``val`` holds normal images only (the seeded hold-out of the normal training images);
     nothing here ever selects on the test set.
+
+    ``cache`` (``ram``, ``disk``, ``none``) and ``cache_dir``: how often images are decoded and
+    resized (:mod:`anomaly_kd.data.cache`); the RAM cache of a data set is built when its loader
+    is first made, in this process.
     """
 
     has_masks: bool = True
+    #: True when a training item can differ from one epoch to the next (random augmentation): the
+    #: models' teacher-feature cache is then switched off. No data set here has one today.
+    has_random_transforms: bool = False
 
     def __init__(
         self,
@@ -147,6 +155,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         val_split: float = 0.2,
         seed: int = 0,
+        cache: str = "ram",
+        cache_dir: str | None = None,
     ):
         super().__init__()
         if root is None or str(root).strip() == "":
@@ -165,6 +175,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
             raise UserError(f"seed must be a non-negative integer, got {seed!r}; fix seed in the config or on the command line")
         self.seed = int(seed)
+        self.cache = check_cache_mode(cache)
+        self.cache_dir = None if cache_dir in (None, "") else str(cache_dir)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -174,9 +186,15 @@ class AnomalyDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set, self.val_set, self.test_set = self._build_datasets()
+            datasets = self._build_datasets()
+            for dataset in datasets:
+                if isinstance(dataset, DecodedDataset):
+                    dataset.configure_cache(self.cache, self.cache_dir)
+            self.train_set, self.val_set, self.test_set = datasets
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        if isinstance(dataset, DecodedDataset):
+            dataset.build_cache()  # here, before any worker starts (a no-op unless data.cache=ram)
         sampler = EpochShuffleSampler(dataset, self.seed) if shuffle else None
         generator = sampler.generator if sampler is not None else None
         return DataLoader(
@@ -203,6 +221,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         world, rank = self._processes()
         if world <= 1:
             return self._loader(dataset, self.eval_batch_size, shuffle=False)
+        if isinstance(dataset, DecodedDataset):
+            dataset.build_cache()
         return DataLoader(
             IndexedDataset(dataset),
             batch_size=self.eval_batch_size,

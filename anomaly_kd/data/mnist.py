@@ -13,10 +13,9 @@ import gzip
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
-
 from anomaly_kd.data.base import AnomalyDataModule, check_int, seeded_split
-from anomaly_kd.data.images import image_tensor, make_item, mask_tensor
+from anomaly_kd.data.cache import DecodedDataset, file_key
+from anomaly_kd.data.images import resize_image
 from anomaly_kd.errors import UserError
 
 MNIST_FILES = {
@@ -51,6 +50,10 @@ def find_mnist_file(root: str | Path, name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def mnist_images_file(root: str | Path, split: str) -> Path | None:
+    return find_mnist_file(root, MNIST_FILES[split][0])
 
 
 def load_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -93,24 +96,36 @@ def parse_digit(category) -> int:
     return int(text)
 
 
-class DigitDataset(Dataset):
-    """The MNIST images ``ids`` of one split as items of the shared batch format; no masks."""
+class DigitDataset(DecodedDataset):
+    """The MNIST images ``ids`` of one split as items of the shared batch format; no masks.
+    Grey: the cache (``data.cache``) stores one channel, items repeat it to RGB."""
 
-    def __init__(self, images: np.ndarray, digits: np.ndarray, ids: np.ndarray, split: str, normal: int, image_size: int):
+    channels = 1
+    has_masks = False
+
+    def __init__(
+        self, images: np.ndarray, digits: np.ndarray, ids: np.ndarray, split: str, normal: int, image_size: int,
+        source: str = "",
+    ):  # fmt: skip
         self.ids = np.asarray(ids)
         self.images, self.digits = images[self.ids], digits[self.ids]  # own copy: small to pickle
         self.split, self.normal, self.image_size = split, normal, image_size
+        self.source = source  # file_key of the IDX images file (the disk cache's key)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> dict:
+    def decode(self, index: int):
+        return resize_image(self.images[index], self.image_size, channels=1), None
+
+    def source_key(self, index: int) -> str:
+        return f"{self.source}|row {int(self.ids[index])}"
+
+    def info(self, index: int) -> dict:
         digit = int(self.digits[index])
         label = int(digit != self.normal)
-        return make_item(
-            image_tensor(self.images[index], self.image_size), label, mask_tensor(None, self.image_size),
-            f"mnist/{self.split}/{int(self.ids[index]):05d}", "", "good" if label == 0 else f"digit_{digit}",
-        )  # fmt: skip
+        path = f"mnist/{self.split}/{int(self.ids[index]):05d}"
+        return {"label": label, "path": path, "mask_path": "", "defect": "good" if label == 0 else f"digit_{digit}"}
 
 
 class MNISTDataModule(AnomalyDataModule):
@@ -128,11 +143,16 @@ class MNISTDataModule(AnomalyDataModule):
         num_workers: int = 0,
         val_split: float = 0.2,
         seed: int = 0,
+        cache: str = "ram",
+        cache_dir: str | None = None,
         download: bool = False,
         test_limit: int | None = None,
     ):
         self.digit = parse_digit(category)
-        super().__init__(root, str(self.digit), image_size, batch_size, eval_batch_size, num_workers, val_split, seed)
+        super().__init__(
+            root, str(self.digit), image_size, batch_size, eval_batch_size, num_workers, val_split, seed,
+            cache=cache, cache_dir=cache_dir,
+        )
         self.download = bool(download)
         self.test_limit = None if test_limit is None else check_int("test_limit", test_limit, 1)
 
@@ -165,9 +185,11 @@ class MNISTDataModule(AnomalyDataModule):
         if self.test_limit is not None and self.test_limit < len(test_ids):
             test_ids = stratified_subset(test_digits, self.test_limit, self.digit, self.seed)
         args = (self.digit, self.image_size)
+        train_source = file_key(mnist_images_file(self.root, "train"))
+        test_source = file_key(mnist_images_file(self.root, "test"))
         return (
-            DigitDataset(train_images, train_digits, normal_ids[train_idx], "train", *args),
-            DigitDataset(train_images, train_digits, normal_ids[val_idx], "train", *args),
-            DigitDataset(test_images, test_digits, test_ids, "test", *args),
+            DigitDataset(train_images, train_digits, normal_ids[train_idx], "train", *args, train_source),
+            DigitDataset(train_images, train_digits, normal_ids[val_idx], "train", *args, train_source),
+            DigitDataset(test_images, test_digits, test_ids, "test", *args, test_source),
         )
 

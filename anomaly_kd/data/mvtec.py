@@ -16,18 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
 from anomaly_kd.data.base import AnomalyDataModule, seeded_split
+from anomaly_kd.data.cache import DecodedDataset, file_key
 from anomaly_kd.data.images import (
     MASK_RESIZE_RULES,
     image_size_of,
-    image_tensor,
     list_images,
     load_mask,
     load_rgb,
-    make_item,
-    mask_tensor,
+    resize_image,
+    resize_mask,
 )
 from anomaly_kd.errors import UserError
 
@@ -47,8 +45,8 @@ class Sample:
     mask_path: str = ""
 
 
-class ImageFolderDataset(Dataset):
-    """Items in the shared batch format from a list of :class:`Sample`."""
+class ImageFolderDataset(DecodedDataset):
+    """Items in the shared batch format from a list of :class:`Sample` (through ``data.cache``)."""
 
     def __init__(self, samples: list[Sample], image_size: int, mask_resize: str = "nearest"):
         self.samples = list(samples)
@@ -58,16 +56,22 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict:
+    def decode(self, index: int):
         s = self.samples[index]
         pixels = load_rgb(s.path)
         mask = load_mask(s.mask_path) if s.mask_path else None
         if mask is not None and mask.shape != pixels.shape[:2]:
             raise _size_mismatch(s.path, pixels.shape[1::-1], s.mask_path, mask.shape[::-1])
-        return make_item(
-            image_tensor(pixels, self.image_size), s.label, mask_tensor(mask, self.image_size, self.mask_resize),
-            s.path, s.mask_path, s.defect,
-        )  # fmt: skip
+        resized_mask = None if mask is None else resize_mask(mask, self.image_size, self.mask_resize)
+        return resize_image(pixels, self.image_size), resized_mask
+
+    def source_key(self, index: int) -> str:
+        s = self.samples[index]
+        return file_key(s.path) + ("|" + file_key(s.mask_path) if s.mask_path else "")
+
+    def info(self, index: int) -> dict:
+        s = self.samples[index]
+        return {"label": s.label, "path": s.path, "mask_path": s.mask_path, "defect": s.defect}
 
 
 def _size_mismatch(image, image_wh, mask, mask_wh) -> UserError:

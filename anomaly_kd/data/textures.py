@@ -177,6 +177,8 @@ class TexturesDataModule(MVTecDataModule):
         num_workers: int = 0,
         val_split: float = 0.2,
         seed: int = 0,
+        cache: str = "ram",
+        cache_dir: str | None = None,
         n_train: int = 100,
         n_test_good: int = 30,
         n_test_defect: int = 30,
@@ -190,7 +192,7 @@ class TexturesDataModule(MVTecDataModule):
             raise UserError(f"unknown texture category '{category}'; choose category=brick, grass or gravel")
         super().__init__(
             str(Path(root) / "textures"), category, image_size, batch_size, eval_batch_size, num_workers, val_split, seed,
-            mask_resize=mask_resize,
+            mask_resize=mask_resize, cache=cache, cache_dir=cache_dir,
         )
         self.data_root = str(root)
         self.n_train = check_int("n_train", n_train, 1)

@@ -28,10 +28,10 @@ def test_tiny_mnist(tiny_mnist, gz):
     assert len(dm.train_set) == 4 and len(dm.val_set) == 2  # 6 images of digit 3, ceil(1.2) held out
     train = next(iter(dm.train_dataloader()))
     assert train["label"].tolist() == [0, 0, 0, 0] and set(train["defect"]) == {"good"}
-    assert torch.allclose(train["image"], torch.full_like(train["image"], 31 / 255))  # digit 3, offset 1
+    assert torch.equal(train["image"], torch.full_like(train["image"], 31))  # digit 3, offset 1
     test = next(iter(dm.test_dataloader()))
-    assert test["image"].shape == (30, 3, 8, 8) and test["image"].dtype == torch.float32
-    assert test["mask"].shape == (30, 1, 8, 8) and test["mask"].sum() == 0
+    assert test["image"].shape == (30, 3, 8, 8) and test["image"].dtype == torch.uint8
+    assert test["mask"].shape == (30, 1, 8, 8) and test["mask"].dtype == torch.uint8 and test["mask"].sum() == 0
     assert test["label"].dtype == torch.int64 and test["label"].sum() == 27
     assert test["path"][:2] == ["mnist/test/00000", "mnist/test/00001"] and test["mask_path"][0] == ""
     assert test["defect"][0] == "digit_0" and test["defect"][9] == "good"

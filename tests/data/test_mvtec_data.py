@@ -53,11 +53,11 @@ def test_layout_is_indexed_and_paired(mvtec_root):
 def test_batch_format(mvtec_root):
     dm = datamodule(mvtec_root)
     batch = next(iter(dm.test_dataloader()))
-    assert batch["image"].shape == (4, 3, 16, 16) and batch["image"].dtype == torch.float32
-    assert 0 <= batch["image"].min() and batch["image"].max() <= 1
+    assert batch["image"].shape == (4, 3, 16, 16) and batch["image"].dtype == torch.uint8
     assert batch["label"].dtype == torch.int64 and batch["label"].tolist() == [0, 0, 1, 1]
-    assert batch["mask"].shape == (4, 1, 16, 16) and batch["mask"].dtype == torch.float32
-    assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert batch["mask"].shape == (4, 1, 16, 16) and batch["mask"].dtype == torch.uint8
+    assert set(batch["mask"].unique().tolist()) <= {0, 1}
+    assert batch["index"].tolist() == [0, 1, 2, 3]
     assert batch["mask"][:2].sum() == 0 and (batch["mask"][2:].flatten(1).sum(1) > 0).all()
     assert isinstance(batch["path"][0], str) and batch["mask_path"][0] == "" and batch["defect"] == ["good", "good", "hole", "hole"]
 
@@ -114,7 +114,7 @@ def test_other_extensions_and_modes(tmp_path):
     for mode in ("RGB", "RGBA", "L", "I;16"):
         other = make_synthetic_mvtec(tmp_path / mode, n_train=3, n_test_defect=1, size=24, mode=mode)
         first[mode] = datamodule(other, val_split=0.0).test_set[0]["image"]
-        assert first[mode].shape == (3, 16, 16) and 0.3 < first[mode].mean() < 0.95
+        assert first[mode].shape == (3, 16, 16) and 0.3 * 255 < first[mode].float().mean() < 0.95 * 255
     assert torch.equal(first["RGB"], first["RGBA"])  # alpha dropped
     assert torch.equal(first["L"], first["I;16"])  # 16 bit scaled back exactly
     assert torch.equal(first["L"][0], first["L"][2])

@@ -68,8 +68,9 @@ class _Probe(pl.LightningModule):
 
     def _step(self, batch, stage):
         assert batch["image"].shape[1:] == (3, 16, 16) and batch["mask"].shape[1:] == (1, 16, 16)
+        assert batch["image"].dtype == torch.uint8  # a plain LightningModule gets the loader's uint8
         self.seen[stage] += len(batch["label"])
-        return (self.weight * batch["image"].mean()).sum()
+        return (self.weight * batch["image"].float().mean()).sum()
 
     def training_step(self, batch, _):
         return self._step(batch, "train")

@@ -18,6 +18,7 @@ from torch import nn
 
 from anomaly_kd.models.components.backbones import FeatureExtractor
 from anomaly_kd.models.components.base import AnomalyModule, count_parameters
+from anomaly_kd.models.components.teacher_cache import TeacherCacheMixin
 from anomaly_kd.models.components.feature_matching import (
     feature_matching_loss,
     max_score,
@@ -34,9 +35,13 @@ class StudentTeacherModel(nn.Module):
         self.teacher = teacher
         self.student = student
 
-    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        with torch.no_grad():
-            teacher_features = self.teacher(images)
+    def forward(
+        self, images: torch.Tensor, teacher_features: list[torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(teacher levels, student levels); ``teacher_features``: the teacher's, already computed."""
+        if teacher_features is None:
+            with torch.no_grad():
+                teacher_features = self.teacher(images)
         return teacher_features, self.student(images)
 
     @torch.no_grad()
@@ -47,8 +52,10 @@ class StudentTeacherModel(nn.Module):
         return maps, max_score(maps)
 
 
-class StudentTeacherModule(AnomalyModule):
-    """STFPM's training loop; ``self.model`` must have ``teacher`` and ``anomaly_map``."""
+class StudentTeacherModule(TeacherCacheMixin, AnomalyModule):
+    """STFPM's training loop; ``self.model`` must have ``teacher`` and ``anomaly_map``, and its
+    ``forward(images, teacher_features=None)``. The frozen teacher's features of the training
+    images come from the teacher-feature cache when it is on (``model.cache_teacher``)."""
 
     # The STFPM authors keep the epoch whose mean anomaly map on the validation normals is lowest.
     checkpoint_monitor = "val/map_mean"
@@ -58,13 +65,14 @@ class StudentTeacherModule(AnomalyModule):
     #: (teacher_features, student_features) -> scalar loss; a method may name its own copy
     loss_function = staticmethod(feature_matching_loss)
 
-    def training_loss(self, images: torch.Tensor) -> torch.Tensor:
-        teacher_features, student_features = self.model(images)
+    def training_loss(self, images: torch.Tensor, teacher_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        teacher_features, student_features = self.model(images, teacher_features)
         return self.loss_function(teacher_features, student_features)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.training_loss(batch["image"])
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        images = batch["image"]
+        loss = self.training_loss(images, self.teacher_features(batch, images))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 
     def student_parameters(self) -> Iterator[nn.Parameter]:

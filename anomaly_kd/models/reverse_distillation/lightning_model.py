@@ -17,11 +17,12 @@ from collections.abc import Sequence
 import torch
 
 from anomaly_kd.models.components.base import AnomalyModule, count_parameters
+from anomaly_kd.models.components.teacher_cache import TeacherCacheMixin
 from anomaly_kd.models.reverse_distillation.loss import reverse_distillation_loss
 from anomaly_kd.models.reverse_distillation.torch_model import ReverseDistillationModel
 
 
-class ReverseDistillation(AnomalyModule):
+class ReverseDistillation(TeacherCacheMixin, AnomalyModule):
     checkpoint_monitor = None
     checkpoint_mode = "min"
 
@@ -37,9 +38,12 @@ class ReverseDistillation(AnomalyModule):
         gaussian_truncate: float = 4.0,
         threshold_quantile: float = 0.99,
         fpr_limit: float = 0.3,
+        cache_teacher: bool = True,
+        cache_teacher_dtype: str = "float32",
     ):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         self.save_hyperparameters()
+        self.configure_teacher_cache(cache_teacher, cache_teacher_dtype)
         hp = self.hparams
         self.model = ReverseDistillationModel(
             hp.backbone, list(hp.layers), hp.pretrained, hp.weights_path, hp.gaussian_sigma, hp.gaussian_truncate
@@ -47,9 +51,10 @@ class ReverseDistillation(AnomalyModule):
         self.input_multiple = self.model.input_multiple
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        teacher_features, student_features = self.model(batch["image"])
+        images = batch["image"]  # the encoder's features from the teacher-feature cache when it is on
+        teacher_features, student_features = self.model(images, self.teacher_features(batch, images))
         loss = reverse_distillation_loss(teacher_features, student_features)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

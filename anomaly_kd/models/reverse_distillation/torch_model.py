@@ -85,10 +85,14 @@ class ReverseDistillationModel(nn.Module):
     def input_multiple(self) -> int:
         return 2 * max(self.teacher.strides)  # the OCBE halves the deepest teacher level once more
 
-    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Teacher levels 1..3 and the decoder's maps aligned with them."""
-        with torch.no_grad():
-            teacher_features = self.teacher(images)
+    def forward(
+        self, images: torch.Tensor, teacher_features: list[torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Teacher levels 1..3 (``teacher_features`` when already computed) and the decoder's maps
+        aligned with them."""
+        if teacher_features is None:
+            with torch.no_grad():
+                teacher_features = self.teacher(images)
         return teacher_features, self.decoder(self.ocbe(teacher_features))
 
     @torch.no_grad()

@@ -29,9 +29,12 @@ class SimpleStudent(StudentTeacherModule):
         weight_decay: float = 1e-4,
         threshold_quantile: float = 0.99,
         fpr_limit: float = 0.3,
+        cache_teacher: bool = True,
+        cache_teacher_dtype: str = "float32",
     ):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         self.save_hyperparameters()
+        self.configure_teacher_cache(cache_teacher, cache_teacher_dtype)
         hp = self.hparams
         self.model = SimpleStudentModel(
             hp.backbone, list(hp.layers), hp.pretrained, hp.weights_path, hp.width_factor

@@ -31,9 +31,12 @@ class STFPM(StudentTeacherModule):
         weight_decay: float = 1e-4,
         threshold_quantile: float = 0.99,
         fpr_limit: float = 0.3,
+        cache_teacher: bool = True,
+        cache_teacher_dtype: str = "float32",
     ):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         self.save_hyperparameters()
+        self.configure_teacher_cache(cache_teacher, cache_teacher_dtype)
         self.model = self.build_model()
         self.input_multiple = max(self.model.teacher.strides)
 

@@ -29,9 +29,13 @@ class STFPMModel(nn.Module):
         # default init). Simple Student passes a slimmer network with the same output widths.
         self.student = student or create_feature_extractor(backbone, layers, pretrained=False)
 
-    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        with torch.no_grad():
-            teacher_features = self.teacher(images)
+    def forward(
+        self, images: torch.Tensor, teacher_features: list[torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(teacher levels, student levels); ``teacher_features``: the teacher's, already computed."""
+        if teacher_features is None:
+            with torch.no_grad():
+                teacher_features = self.teacher(images)
         return teacher_features, self.student(images)
 
     @torch.no_grad()

@@ -52,11 +52,14 @@ class STFPMEnsemble(StudentTeacherModule):
         checkpoint_rule: str = "per_student",
         threshold_quantile: float = 0.99,
         fpr_limit: float = 0.3,
+        cache_teacher: bool = True,
+        cache_teacher_dtype: str = "float32",
     ):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         if checkpoint_rule not in CHECKPOINT_RULES:
             raise UserError(f"model.checkpoint_rule={checkpoint_rule!r} must be one of {', '.join(CHECKPOINT_RULES)}.")
         self.save_hyperparameters()
+        self.configure_teacher_cache(cache_teacher, cache_teacher_dtype)
         hp = self.hparams
         self.per_student = checkpoint_rule == "per_student"
         if self.per_student:
@@ -71,11 +74,11 @@ class STFPMEnsemble(StudentTeacherModule):
         )  # fmt: skip
         self.input_multiple = max(self.model.teacher.strides)
 
-    def training_loss(self, images: torch.Tensor) -> torch.Tensor:
-        teacher_features, student_features = self.model(images)
+    def training_loss(self, images: torch.Tensor, teacher_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        teacher_features, student_features = self.model(images, teacher_features)
         losses = ensemble_losses(teacher_features, student_features)
         for m, loss in enumerate(losses):
-            self.log(f"train/loss_student{m}", loss, on_step=False, on_epoch=True)
+            self.log(f"train/loss_student{m}", loss, on_step=False, on_epoch=True, batch_size=len(images))
         return torch.stack(losses).sum()
 
     # ------------------------------------------------------------ per-student checkpoint rule

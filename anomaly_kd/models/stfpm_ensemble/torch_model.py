@@ -59,10 +59,13 @@ class STFPMEnsembleModel(nn.Module):
             seeded_student(backbone, layers, student_seed(seed, m)) for m in range(int(n_students))
         )
 
-    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-        """Teacher levels and, per student, its levels."""
-        with torch.no_grad():
-            teacher_features = self.teacher(images)
+    def forward(
+        self, images: torch.Tensor, teacher_features: list[torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        """Teacher levels (``teacher_features`` when already computed) and, per student, its levels."""
+        if teacher_features is None:
+            with torch.no_grad():
+                teacher_features = self.teacher(images)
         return teacher_features, [student(images) for student in self.students]
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from anomaly_kd.data.images import image_to_float
 from anomaly_kd.errors import UserError
 from anomaly_kd.models.components.base import AnomalyModule, _batch_index, _cat_index, count_parameters
 from anomaly_kd.models.uninformed_students.anomaly_map import SCORES, combine_scales, mean_std
@@ -149,7 +150,7 @@ class UninformedStudents(AnomalyModule):
         total = torch.zeros(n, self.hparams.descriptor_dim, dtype=torch.float64, device=self.device)
         squares, count = torch.zeros_like(total), 0
         for batch in tqdm(loader, desc="teacher descriptor statistics", disable=not progress):
-            images = batch["image"].to(self.device)
+            images = image_to_float(batch["image"].to(self.device))  # a plain loop: no Lightning transfer hook
             for scale in range(n):
                 out = self.model.teacher_dense(scale, images).double()
                 total[scale] += out.sum(dim=(0, 2, 3))

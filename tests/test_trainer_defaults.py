@@ -1,0 +1,35 @@
+"""trainer groups: the default picks the accelerator that exists, trainer=cpu forces the CPU,
+trainer=gpu stops with one line where torch sees no GPU; results name the device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anomaly_kd.errors import UserError
+from anomaly_kd.pipeline import validate_config
+from anomaly_kd.reporting.results import cpu_name, device_name
+
+
+def test_default_trainer_is_auto_float32_one_device(compose_cfg):
+    trainer = compose_cfg([]).trainer
+    assert (trainer.accelerator, trainer.devices, trainer.precision) == ("auto", 1, "32-true")
+    assert compose_cfg(["trainer=cpu"]).trainer.accelerator == "cpu"
+    gpu = compose_cfg(["trainer=gpu"]).trainer
+    assert (gpu.accelerator, gpu.devices, gpu.precision) == ("gpu", 1, "32-true")
+
+
+def test_gpu_trainer_without_a_gpu_is_one_clear_line(compose_cfg, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    validate_config(compose_cfg([]))  # auto and cpu need nothing
+    validate_config(compose_cfg(["trainer=cpu"]))
+    with pytest.raises(UserError) as err:
+        validate_config(compose_cfg(["trainer=gpu"]))
+    message = str(err.value)
+    assert "\n" not in message and "trainer=gpu" in message and "trainer=cpu" in message
+
+
+def test_device_name_of_the_cpu():
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.lower().startswith("model name")]
+    assert device_name(torch.device("cpu")) == cpu_name() == (names[0] if names else cpu_name())
