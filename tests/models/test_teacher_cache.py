@@ -46,7 +46,7 @@ def _models():
     return [
         pytest.param(STFPM, {"layers": ["layer1", "layer2"], "size": 16, "batch": 3, "n_train": 8}, id="stfpm"),
         pytest.param(ReverseDistillation, {"backbone": "resnet18", "size": 32, "batch": 2, "n_train": 2},
-                     id="reverse_distillation", marks=pytest.mark.slow),
+                     id="reverse_distillation"),
     ]
 
 
