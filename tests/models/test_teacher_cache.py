@@ -44,12 +44,13 @@ def _models():
     # STFPM: 8 training images in batches of 3 (the last one of 2, so the cached features come from
     # other batch compositions than the recomputed ones); RD4AD (slower): 2 images, one batch
     return [
-        (STFPM, {"layers": ["layer1", "layer2"], "size": 16, "batch": 3, "n_train": 8}),
-        (ReverseDistillation, {"backbone": "resnet18", "size": 32, "batch": 2, "n_train": 2}),
+        pytest.param(STFPM, {"layers": ["layer1", "layer2"], "size": 16, "batch": 3, "n_train": 8}, id="stfpm"),
+        pytest.param(ReverseDistillation, {"backbone": "resnet18", "size": 32, "batch": 2, "n_train": 2},
+                     id="reverse_distillation"),
     ]
 
 
-@pytest.mark.parametrize("model_cls,kw", _models(), ids=["stfpm", "reverse_distillation"])
+@pytest.mark.parametrize("model_cls,kw", _models())
 def test_cache_gives_identical_weights_and_runs_the_teacher_once(model_cls, kw, tiny_mvtec):
     cached, cached_calls = _train(model_cls, tiny_mvtec, cache_teacher=True, **kw)
     plain, plain_calls = _train(model_cls, tiny_mvtec, cache_teacher=False, **kw)

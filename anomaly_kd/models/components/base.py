@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
-from anomaly_kd.data.images import batch_to_float, native_mask
+from anomaly_kd.data.images import batch_to_float, image_to_float, native_mask
 from anomaly_kd.metrics import AnomalyMetricState, quantile_threshold
 from anomaly_kd.metrics.thresholds import finite_or_none
 
@@ -111,10 +111,11 @@ class AnomalyModule(pl.LightningModule):
         return batch_to_float(batch)
 
     def _maps_and_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maps and scores in float32 whatever the training precision."""
+        """Maps and scores in float32 whatever the training precision (uint8 images, e.g. straight
+        from a loader, are made float32 in [0, 1] first)."""
         device_type = images.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            maps, scores = self.anomaly_map(images.float())
+            maps, scores = self.anomaly_map(image_to_float(images).float())
         return maps.float(), scores.float()
 
     # ---------------------------------------------------------------- validation (normals only)
