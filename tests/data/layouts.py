@@ -71,7 +71,7 @@ def write_visa(root: Path, category: str = "candle") -> Path:
         rel = f"{category}/Data/Images/Anomaly/{i:03d}.JPG"
         save(image, root / rel, "JPEG")
         instances = mask_image(mask, 1)
-        instances[: SIZE // 2][mask[: SIZE // 2]] = 2  # a second instance id: still defective
+        instances[::2][mask[::2]] = 2  # a second instance id on every other row: still defective
         save(instances, data / "Masks" / "Anomaly" / f"{i:03d}.png")
         rows.append([category, "test", "anomaly", rel, f"{category}/Data/Masks/Anomaly/{i:03d}.png"])
     split = root / "split_csv" / "1cls.csv"
@@ -203,6 +203,7 @@ def setup_error(module_cls, root: Path, category: str, **kwargs) -> str:
 
 
 def datamodule(module_cls, root: Path, category: str, **kwargs):
-    dm = module_cls(root=str(root), category=category, image_size=16, batch_size=4, **kwargs)
+    kwargs = {"image_size": 16, "batch_size": 4, **kwargs}
+    dm = module_cls(root=str(root), category=category, **kwargs)
     dm.setup("fit")
     return dm
