@@ -7,7 +7,8 @@ Batch item (a dict; the default collate keeps the strings as lists of strings), 
 * ``label``: int64 scalar, 0 normal, 1 anomalous.
 * ``mask``: uint8 ``[1, S, S]`` in ``{0, 1}`` (resized by ``data.mask_resize``, see
   :func:`resize_mask`; nearest by default); zeros when none.
-* ``path``, ``mask_path`` (``''`` when none), ``defect`` (``'good'`` for normal): str.
+* ``path``, ``mask_path`` (``''`` when none; several mask files of one image, merged by logical OR,
+  are joined by ``os.pathsep``, see :func:`mask_files`), ``defect`` (``'good'`` for normal): str.
 * ``index``: int, the item's position in its data set (keys the teacher-feature cache, orders
   the DDP gathers).
 
@@ -19,6 +20,7 @@ metric reads. A batch whose ``image`` is already float is left as it is.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +97,28 @@ def load_rgb(path: Path | str) -> np.ndarray:
     return np.array(im, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
 
 
+def mask_files(mask_path: Path | str) -> list[str]:
+    """The mask files of a ``mask_path``: one path, or several joined by ``os.pathsep`` (MVTec
+    LOCO has one file per defect of an image); ``[]`` for ``''``."""
+    return [p for p in str(mask_path).split(os.pathsep) if p] if mask_path else []
+
+
+def join_mask_files(paths) -> str:
+    """Several mask files of one image as one ``mask_path`` (inverse of :func:`mask_files`)."""
+    return os.pathsep.join(str(p) for p in paths)
+
+
 def load_mask(path: Path | str) -> np.ndarray:
-    """Decode a mask to bool ``[H, W]``: any non-zero (non-alpha) channel is defective."""
+    """Decode a mask to bool ``[H, W]``: any non-zero (non-alpha) channel is defective. Several
+    files (see :func:`mask_files`) are merged by logical OR; they must share a size."""
+    files = mask_files(path)
+    if len(files) > 1:
+        masks = [load_mask(f) for f in files]
+        for f, m in zip(files[1:], masks[1:]):
+            if m.shape != masks[0].shape:
+                raise UserError(f"mask {f} is {m.shape[1]}x{m.shape[0]} but {files[0]} of the same image is "
+                                f"{masks[0].shape[1]}x{masks[0].shape[0]}; masks must have the size of their image")
+        return np.logical_or.reduce(masks)
     im = _open_decoded(Path(path))
     if im.mode in ("P", "1"):
         im = im.convert("L")

@@ -22,6 +22,7 @@ from anomaly_kd.data.images import (
     MASK_RESIZE_RULES,
     image_size_of,
     list_images,
+    mask_files,
     load_mask,
     load_rgb,
     resize_image,
@@ -67,7 +68,7 @@ class ImageFolderDataset(DecodedDataset):
 
     def source_key(self, index: int) -> str:
         s = self.samples[index]
-        return file_key(s.path) + ("|" + file_key(s.mask_path) if s.mask_path else "")
+        return "|".join(file_key(p) for p in [s.path, *mask_files(s.mask_path)])
 
     def info(self, index: int) -> dict:
         s = self.samples[index]
@@ -81,8 +82,12 @@ def _size_mismatch(image, image_wh, mask, mask_wh) -> UserError:
     )
 
 
-def category_dir(root: str | Path, category: str) -> Path:
-    """``<root>/<category>`` or a UserError saying which option to change."""
+def category_dir(
+    root: str | Path, category: str, official: tuple[str, ...] = MVTEC_CATEGORIES, title: str = "MVTec AD",
+    marker: str = "train",
+) -> Path:
+    """``<root>/<category>`` or a UserError saying which option to change, listing the category
+    folders found there (those holding ``marker``) and the ``official`` names of the data set ``title``."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(
@@ -92,14 +97,14 @@ def category_dir(root: str | Path, category: str) -> Path:
     folder = root / category
     if folder.is_dir():
         return folder
-    present = sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
-    if category in MVTEC_CATEGORIES:
+    present = sorted(p.name for p in root.iterdir() if (p / marker).is_dir())
+    if category in official:
         hint = (
-            f"'{category}' is an official MVTec AD category but is not in that folder: "
+            f"'{category}' is an official {title} category but is not in that folder: "
             "extract it there or point paths.data_dir at the folder that has it"
         )
     else:
-        hint = f"choose one with category=<name> (official MVTec AD categories: {', '.join(MVTEC_CATEGORIES)})"
+        hint = f"choose one with category=<name> (official {title} categories: {', '.join(official)})"
     raise UserError(f"category '{category}' not found in {root} (categories there: {', '.join(present) or 'none'}); {hint}")
 
 
@@ -172,14 +177,19 @@ class MVTecDataModule(AnomalyDataModule):
     """MVTec AD category (or any folder in the MVTec layout). See :class:`AnomalyDataModule`;
     ``mask_resize``: how masks reach ``image_size`` (:func:`~anomaly_kd.data.images.mask_tensor`)."""
 
-    def __init__(self, *args, mask_resize: str = "nearest", **kwargs):
+    def __init__(self, *args, mask_resize: str = "nearest", official_categories=None, title: str = "MVTec AD",
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if mask_resize not in MASK_RESIZE_RULES:
             raise UserError(f"data.mask_resize={mask_resize!r} must be one of {', '.join(MASK_RESIZE_RULES)}")
         self.mask_resize = mask_resize
+        # another data set in the MVTec AD layout (MPDD): its official names, for the error messages
+        self.official_categories = tuple(official_categories) if official_categories else MVTEC_CATEGORIES
+        self.title = str(title)
 
     def _build_datasets(self):
-        train, test = index_category(category_dir(self.root, self.category))
+        folder = category_dir(self.root, self.category, self.official_categories, self.title)
+        train, test = index_category(folder)
         train_idx, val_idx = seeded_split(len(train), self.val_split, self.seed)
         return (
             ImageFolderDataset([train[i] for i in train_idx], self.image_size),

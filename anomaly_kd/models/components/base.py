@@ -199,6 +199,7 @@ class AnomalyModule(pl.LightningModule):
             )
             results["image_threshold_val"] = finite_or_none(self.image_threshold)
             results["pixel_threshold_val"] = finite_or_none(self.pixel_threshold)
+            results.update(self._data_set_metrics(results))
         if distributed:
             box = [results]
             torch.distributed.broadcast_object_list(box, src=0)
@@ -209,6 +210,39 @@ class AnomalyModule(pl.LightningModule):
         for key, value in results.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.log(f"test/{key}", float(value), batch_size=1)
+
+    def _data_set_metrics(self, results: dict[str, Any]) -> dict[str, Any]:
+        """What the datamodule adds to the standard metrics (none for most data sets):
+
+        - ``test_metrics(state, indices) -> dict``: metrics of its own (MVTec LOCO's ``spro``) from
+          the state of the test images ``indices`` (data-set positions, in the state's order);
+        - ``test_subsets() -> {name: indices}``: every metric again on each subset of the test set,
+          under ``subsets`` (MVTec LOCO: ``logical``, ``structural``, ``all``).
+
+        The state holds the test set in data-set order (one process, or after the DDP gather).
+        """
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        extra = getattr(datamodule, "test_metrics", None)
+        subsets = getattr(datamodule, "test_subsets", None)
+        state = self.metric_state
+        thresholds = {"pixel_threshold": finite_or_none(self.pixel_threshold),
+                      "image_threshold": finite_or_none(self.image_threshold), "rd4ad_pro": bool(self.rd4ad_pro)}
+
+        def with_extra(metrics: dict[str, Any], sub_state: AnomalyMetricState, indices) -> dict[str, Any]:
+            added = dict(extra(sub_state, [int(i) for i in indices]))
+            metrics["notes"] = list(metrics.get("notes", [])) + list(added.pop("notes", []))
+            return {**metrics, **added}
+
+        out: dict[str, Any] = {}
+        if extra is not None:
+            out = with_extra({"notes": results.get("notes", [])}, state, range(state.scores.size))
+        if subsets is not None:
+            out["subsets"] = {}
+            for name, indices in subsets().items():
+                sub_state = state.take(indices)
+                metrics = sub_state.compute(**thresholds)
+                out["subsets"][name] = with_extra(metrics, sub_state, indices) if extra is not None else metrics
+        return out
 
     def _gather_test(self) -> None:
         """Replace this rank's metric state and score rows by the whole test set's, each image
