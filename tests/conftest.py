@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,19 @@ from tests.helpers import FAST, SHARED_DATA, compose_config
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_as_the_test_found_it():
+    """Hydra's main, called in this process by some tests (the `cli` fixture, export's main), points
+    the root logger's handlers at that test's captured stderr, which is closed afterwards: a later
+    test in the same process would print "--- Logging error ---". Each test gets back the handlers
+    and level it started with."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
