@@ -14,6 +14,8 @@ hold-out instead). Results: the metrics of the whole test set, plus ``subsets`` 
 ``structural`` (the good test images + that type) and ``all``, each with ``spro``: the sPRO of
 :mod:`anomaly_kd.metrics.spro` up to ``spro_fpr_limit``, one region per mask file, its saturation
 from the entry of ``defects_config.json`` whose ``pixel_value`` the file holds.
+The false positive rate counts the defect-free pixels of every evaluated image (good or
+defective), as the official evaluation (mvtec_loco_ad_evaluation ``metrics.py``) does.
 
 sPRO is computed where the other pixel metrics are (``eval_resolution``): at native resolution
 exactly as the paper; at model resolution each defect mask is resized by ``data.mask_resize`` and
@@ -114,20 +116,26 @@ class MVTecLOCODataModule(IndexedDataModule):
         maps = state.maps
         if maps is None:
             return {"spro": None}
-        good, regions, saturation = [], [], []
+        # As the official evaluation (mvtec_loco_ad_evaluation, metrics.get_fp_areas_for_thresholds):
+        # the FPR counts the defect-free pixels of every evaluated image, i.e. all pixels of the good
+        # images and, in a defective image, the pixels outside all of its defects.
+        defect_free, regions, saturation = [], [], []
         for position, index in enumerate(indices):
             amap, sample = np.asarray(maps[position]), samples[int(index)]
             if not sample.label:
-                good.append(amap)
+                defect_free.append(amap.reshape(-1))
                 continue
+            union = np.zeros(amap.shape, dtype=bool)
             for path in mask_files(sample.mask_path):
                 region, threshold, relative = self._region(path, amap.shape)
+                union |= region
                 if region.any():
                     regions.append(amap[region])
                     area = threshold if relative else threshold * region.size / self._native_area(path)
                     saturation.append(saturation_area(region.sum(), area, relative))
+            defect_free.append(amap[~union])
         try:
-            return {"spro": auspro(good, regions, saturation, self.spro_fpr_limit)}
+            return {"spro": auspro(defect_free, regions, saturation, self.spro_fpr_limit)}
         except ValueError as error:
             return {"spro": None, "notes": [f"spro: {error}"]}
 

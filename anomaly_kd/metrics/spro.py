@@ -3,8 +3,10 @@
 Each defect *region* is one ground-truth mask (LOCO: one mask file of an image; it may have several
 connected components) with a saturation area ``s``. At a threshold ``t`` (a pixel is predicted
 anomalous when ``score >= t``) a region with ``o(t)`` predicted pixels scores ``min(1, o(t) / s)``;
-sPRO(t) is the mean over all regions. FPR(t) is the fraction of the pixels of the anomaly-free
-(``good``) images predicted anomalous. The curve (0, 0), (FPR(t), sPRO(t)) for every distinct
+sPRO(t) is the mean over all regions. FPR(t) is the fraction of the defect-free pixels predicted
+anomalous; as in the official evaluation (mvtec_loco_ad_evaluation ``metrics.py``), the caller
+passes the defect-free pixels of every evaluated image: all pixels of the good images and, in a
+defective image, those outside every defect. The curve (0, 0), (FPR(t), sPRO(t)) for every distinct
 score ``t`` descending, is integrated with the trapezoid rule up to ``fpr_limit`` (linear
 interpolation at the limit) and divided by ``fpr_limit`` (0.05 in the paper).
 
@@ -37,7 +39,7 @@ def _check(good_maps, region_scores, saturation) -> tuple[np.ndarray, list[np.nd
     regions = [np.asarray(r, dtype=np.float64).reshape(-1) for r in region_scores]
     sat = np.asarray(saturation, dtype=np.float64).reshape(-1)
     if normals.size == 0:
-        raise ValueError("sPRO needs anomaly-free images (their pixels give the false positive rate)")
+        raise ValueError("sPRO needs defect-free pixels (they give the false positive rate)")
     if not regions:
         raise ValueError("sPRO needs at least one defect region")
     if sat.size != len(regions):
@@ -52,7 +54,8 @@ def _check(good_maps, region_scores, saturation) -> tuple[np.ndarray, list[np.nd
 def spro_curve(good_maps, region_scores, saturation) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, spro) at every distinct score, thresholds descending, starting at (0, 0).
 
-    ``good_maps``: the anomaly maps of the anomaly-free images (any shapes); ``region_scores``: per
+    ``good_maps``: the scores of the defect-free pixels (arrays of any shapes: the maps of the good
+    images and the pixels of defective images outside their defects); ``region_scores``: per
     region, the scores of its pixels; ``saturation``: per region, its saturation area (> 0).
     """
     normals, regions, sat = _check(good_maps, region_scores, saturation)
@@ -75,7 +78,7 @@ def spro_curve(good_maps, region_scores, saturation) -> tuple[np.ndarray, np.nda
 
 def auspro(good_maps, region_scores, saturation, fpr_limit: float = 0.05) -> float:
     """Normalised area under the sPRO curve up to ``fpr_limit``, in [0, 1]. Same inputs as
-    :func:`spro_curve`; ``ValueError`` without anomaly-free pixels or regions."""
+    :func:`spro_curve`; ``ValueError`` without defect-free pixels or regions."""
     limit = check_fpr_limit(fpr_limit)
     fpr, spro = spro_curve(good_maps, region_scores, saturation)
     inside = int(np.searchsorted(fpr, limit, "right"))  # fpr is non-decreasing

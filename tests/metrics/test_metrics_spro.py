@@ -63,7 +63,7 @@ def test_matches_the_plain_loop_reference(seed):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="anomaly-free"):
+    with pytest.raises(ValueError, match="defect-free pixels"):
         auspro([], [np.array([1.0])], [1.0])
     with pytest.raises(ValueError, match="2 regions but 1 saturation"):
         auspro([np.zeros(3)], [np.ones(2), np.ones(1)], [1.0])
