@@ -139,7 +139,8 @@ def paper_columns(models) -> list[tuple[str, str]]:
     models = set(models)
     found = {(v.metric, v.source) for v in all_paper_values() if v.model in models}
     source_order = list(SOURCES)
-    return sorted(found, key=lambda ms: source_order.index(ms[1]))
+    # by source, then metric name: a set's order changes from one process to the next (hash seed)
+    return sorted(found, key=lambda ms: (source_order.index(ms[1]), ms[0]))
 
 
 def paper_value(model: str | None, data: str | None, category: str, metric: str, source: str) -> float | None:

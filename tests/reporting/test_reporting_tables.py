@@ -247,3 +247,13 @@ def test_wandb_sweep_summary_carries_published_values_and_their_sources(tmp_path
     assert summary["reverse_distillation/mvtec/mean/image_auroc_paper_rd4ad_paddle"] == 0.989
     sources = calls["init"]["config"]["paper_sources"]
     assert set(sources) == {"rd4ad_paper", "rd4ad_paddle"} and "per-image PRO" in sources["rd4ad_paper"]
+
+
+def test_paper_columns_come_in_one_order_whatever_the_hash_seed():
+    """The sweep callback and `anomaly_kd.report` run in different processes (other hash seeds):
+    the paper columns must not follow a set's order. By source, then by metric name."""
+    from anomaly_kd.reporting.paper_values import SOURCES, paper_columns
+
+    columns = paper_columns(["stfpm", "stfpm_ensemble", "simple_student", "reverse_distillation"])
+    assert len(columns) == len(set(columns)) >= 2
+    assert columns == sorted(columns, key=lambda ms: (list(SOURCES).index(ms[1]), ms[0]))
