@@ -18,8 +18,7 @@ from anomaly_kd.data.indexed import (
     IndexedDataModule,
     check_unique_stems,
     masks_by_stem,
-    missing_mask,
-    orphan_mask,
+    pair_masks,
     require_images,
 )
 from anomaly_kd.data.mvtec import Sample, category_dir
@@ -47,12 +46,5 @@ class BTADDataModule(IndexedDataModule):
         gt_dir = folder / "ground_truth" / KO
         masks = masks_by_stem(gt_dir)
         test = [Sample(str(p), 0, "good") for p in good]
-        for image in bad:
-            mask = masks.pop(image.stem, None)
-            if mask is None:
-                raise missing_mask(image, gt_dir / image.stem)
-            test.append(Sample(str(image), 1, KO, str(mask)))
-        if masks:
-            stem, mask = next(iter(masks.items()))
-            raise orphan_mask(mask, folder / "test" / KO / stem)
+        test += pair_masks(bad, masks, KO, gt_dir, folder / "test" / KO)
         return train, None, test

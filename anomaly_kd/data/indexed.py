@@ -56,6 +56,24 @@ def orphan_mask(mask: Path, expected_image: Path) -> UserError:
     )
 
 
+def pair_masks(images: list[Path], masks: dict[str, Path], defect: str, gt_dir: Path, image_dir: Path,
+               suffix: str = "") -> list[Sample]:
+    """Anomalous test Samples of ``images`` (type ``defect``), each with the mask of its stem, taken
+    from ``masks``; an image without a mask (expected as ``gt_dir/<stem><suffix>``) or a mask left
+    without an image (expected in ``image_dir``) is a one-line error."""
+    masks = dict(masks)
+    samples = []
+    for image in images:
+        mask = masks.pop(image.stem, None)
+        if mask is None:
+            raise missing_mask(image, gt_dir / f"{image.stem}{suffix}")
+        samples.append(Sample(str(image), 1, defect, str(mask)))
+    if masks:
+        stem, mask = next(iter(masks.items()))
+        raise orphan_mask(mask, image_dir / stem)
+    return samples
+
+
 def check_unique_stems(images: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for p in images:

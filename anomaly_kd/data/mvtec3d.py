@@ -18,8 +18,7 @@ from anomaly_kd.data.indexed import (
     IndexedDataModule,
     check_unique_stems,
     masks_by_stem,
-    missing_mask,
-    orphan_mask,
+    pair_masks,
     require_images,
 )
 from anomaly_kd.data.mvtec import GOOD, Sample, category_dir
@@ -54,15 +53,7 @@ class MVTec3DDataModule(IndexedDataModule):
                 test += [Sample(str(p), 0, GOOD) for p in images]
                 continue
             gt_dir = test_dir / defect / "gt"
-            masks = masks_by_stem(gt_dir)
-            for image in images:
-                mask = masks.pop(image.stem, None)
-                if mask is None:
-                    raise missing_mask(image, gt_dir / image.stem)
-                test.append(Sample(str(image), 1, defect, str(mask)))
-            if masks:
-                stem, mask = next(iter(masks.items()))
-                raise orphan_mask(mask, test_dir / defect / "rgb" / stem)
+            test += pair_masks(images, masks_by_stem(gt_dir), defect, gt_dir, test_dir / defect / "rgb")
         if not test:
             raise UserError(f"{test_dir} has no test folders; it must hold test/good/rgb and test/<defect>/{{rgb,gt}}")
         if self.merge_validation:

@@ -19,8 +19,7 @@ from anomaly_kd.data.indexed import (
     IndexedDataModule,
     check_unique_stems,
     masks_by_stem,
-    missing_mask,
-    orphan_mask,
+    pair_masks,
     require_images,
 )
 from anomaly_kd.data.mvtec import GOOD, MASK_SUFFIX, Sample, category_dir
@@ -51,14 +50,7 @@ class MVTecAD2DataModule(IndexedDataModule):
         gt_dir = public / "ground_truth" / BAD
         masks = masks_by_stem(gt_dir, MASK_SUFFIX)
         test = [Sample(str(p), 0, GOOD) for p in good]
-        for image in bad:
-            mask = masks.pop(image.stem, None)
-            if mask is None:
-                raise missing_mask(image, gt_dir / f"{image.stem}{MASK_SUFFIX}")
-            test.append(Sample(str(image), 1, BAD, str(mask)))
-        if masks:
-            stem, mask = next(iter(masks.items()))
-            raise orphan_mask(mask, public / BAD / stem)
+        test += pair_masks(bad, masks, BAD, gt_dir, public / BAD, MASK_SUFFIX)
         if self.merge_validation:
             return train + val, None, test
         return train, val, test
