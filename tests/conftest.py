@@ -11,6 +11,10 @@ from omegaconf import DictConfig
 
 from tests.helpers import FAST, SHARED_DATA, compose_config
 
+# The suite runs on the CPU on every machine, as in CI: `trainer` defaults to the accelerator it
+# finds, and the exact-equality tests (same seed twice, resume, DDP vs one process) assume CPU
+# kernels. Set before anything asks torch about CUDA; the processes tests start inherit it.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
