@@ -19,7 +19,8 @@ checkpoints). Measured:
 - data wait / compute: a Lightning callback sums, over all training steps, the gap from the end of
   one step (``on_train_batch_end``; from ``on_train_epoch_start`` for an epoch's first step) to the
   start of the next (``on_train_batch_start``): the loader's fetch of that batch (decode + resize
-  with ``none``, a copy out of memory with ``ram``); and the step itself (start -> end: forward,
+  with ``none``, a copy out of memory with ``ram``; also Lightning's per-step bookkeeping, a few
+  ms, and the first-epoch warm-up of its code paths); and the step itself (start -> end: forward,
   loss, backward, optimizer). Share = wait / (wait + compute). Validation is in the fit time, not
   in these sums;
 - RAM cache build: ``DecodedDataset.build_cache`` timed (train and validation sets), which runs
@@ -245,7 +246,7 @@ def table(results: list[dict]) -> str:
         build = r["build_s"] or 0.0
         cells = [
             r["cache"], f"{r['fit_s']:.2f}", f"{r['images_per_s']:.2f}",
-            f"{base / r['fit_s']:.2f}x" if base else "n/a", str(r["steps"]), f"{r['wait_s']:.2f}",
+            f"{base / r['fit_s']:.2f}x" if base else "n/a", str(r["steps"]), f"{r['wait_s']:.3f}",
             f"{r['compute_s']:.2f}", f"{100 * share:.1f}%",
             f"{r['build_s']:.2f} ({r['build_images']})" if r["build_s"] is not None else "-",
             {True: "yes", False: "no", None: "-"}[r["build_inside_fit"]],

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import logging
@@ -200,6 +201,23 @@ def _read(path: str) -> list[str]:
         return []
 
 
+@contextlib.contextmanager
+def quiet():
+    """No warnings and only the warnings of the project's and Lightning's loggers while measuring;
+    restored afterwards (main() also runs inside the tests' process)."""
+    levels = {"anomaly_kd": logging.WARNING, "pytorch_lightning": logging.ERROR, "lightning.pytorch": logging.ERROR}
+    before = {name: logging.getLogger(name).level for name in levels}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        try:
+            yield
+        finally:
+            for name, level in before.items():
+                logging.getLogger(name).setLevel(level)
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
@@ -227,21 +245,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs and --predict-runs must be at least 1, --warmup at least 0, --image-size positive")
     if args.ckpt is not None and not args.ckpt.is_file():
         parser.error(f"--ckpt {args.ckpt}: no such file")
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("onnxruntime") is None:
         parser.error("onnxruntime is not installed: pip install onnxruntime")
 
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    logging.getLogger("anomaly_kd").setLevel(logging.WARNING)
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
     start = time.perf_counter()
     load = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
+        stack.enter_context(quiet())
         if args.work is None:
             args.work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deploy_latency_")))
         args.work.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ the numbers depend on the machine)."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -46,7 +45,7 @@ def test_data_path_tiny(tmp_path, capsys):
     for cells in rows.values():
         fit_s, images_per_s, steps = number(cells[1]), number(cells[2]), number(cells[4])
         assert fit_s > 0 and images_per_s > 0 and steps == 2  # 4 train images (1 validation), batch 2
-        assert number(cells[5]) > 0 and number(cells[6]) > 0  # data wait, step compute
+        assert number(cells[5]) >= 0 and number(cells[6]) > 0  # data wait (0.000 s possible with ram), step compute
     assert rows["none"][8] == "-" and number(rows["ram"][8]) > 0  # RAM cache build seconds
     assert rows["ram"][8].endswith("(5)") and rows["ram"][9] == "yes"  # train + validation, inside the fit
     assert "Goal with data.cache=ram" in out and "Machine: " in out and "Date: " in out
