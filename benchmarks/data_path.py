@@ -209,7 +209,7 @@ def run_mode(cache: str, root: Path, args: argparse.Namespace) -> dict:
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300].split("UserError: ", 1)[-1]
         raise SystemExit(f"data.cache={cache}: the fit failed (exit {proc.returncode}): {tail}")
     return json.loads(lines[-1])
 
@@ -303,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n-train must be at least 2 (the fit holds 20% out for validation)")
     if "disk" in args.modes:
         args.overrides.append(f"data.cache_dir={args.data_dir / '.decoded'}")
-    args.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"--data-dir {args.data_dir}: {err.strerror}")
 
     start = time.perf_counter()
     load = os.getloadavg()[0]

@@ -245,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs and --predict-runs must be at least 1, --warmup at least 0, --image-size positive")
     if args.ckpt is not None and not args.ckpt.is_file():
         parser.error(f"--ckpt {args.ckpt}: no such file")
+    if args.work is not None:
+        try:
+            args.work.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            parser.error(f"--work {args.work}: {err.strerror}")
     if importlib.util.find_spec("onnxruntime") is None:
         parser.error("onnxruntime is not installed: pip install onnxruntime")
 
@@ -258,7 +263,6 @@ def main(argv: list[str] | None = None) -> int:
         stack.enter_context(quiet())
         if args.work is None:
             args.work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deploy_latency_")))
-        args.work.mkdir(parents=True, exist_ok=True)
         ckpt = args.ckpt.resolve() if args.ckpt else make_checkpoint(args.work, args.model, args.image_size)
         paths = export_both(ckpt, args.work)
         from anomaly_kd.inference import load_checkpoint
