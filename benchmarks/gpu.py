@@ -124,6 +124,7 @@ class Bench:
         self.start = time.perf_counter()
         self.rows: list[dict] = []
         self.bf16_fit_rate: dict[str, float] = {}
+        self.networks: dict = {}
 
     def label(self, model: str) -> str:
         return MODELS[model][3 if self.args.tiny else 0]
@@ -146,7 +147,7 @@ class Bench:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def row(self, model: str, what: str, unit: str, measure, goal: str = "", estimate: float = 0.0) -> None:
-        row = {"model": self.label(model), "what": what, "unit": unit, "goal": goal}
+        row = {"model": self.label(model), "what": what, "unit": unit, "goal": "" if self.args.tiny else goal}
         if self.left() <= estimate:
             row["note"] = f"skipped: {self.left():.0f} s of the --budget left" + (
                 f", the estimate is {estimate:.0f} s" if estimate else "")
@@ -195,10 +196,14 @@ class Bench:
                        f"{results['timing']['test_seconds']:.1f} s; image AUROC {_fmt(auroc, 3)}")
 
     def _network(self, model: str):
+        """One model per name for the inference and latency rows (built on first use)."""
         from anomaly_kd.pipeline import build_model
 
-        cfg = compose(model, self.data_root, self.work / "unused", self.s, self.args, [])
-        return build_model(cfg).to(self.device).eval()
+        if model not in self.networks:
+            self.networks.clear()  # free the previous model's memory
+            cfg = compose(model, self.data_root, self.work / "unused", self.s, self.args, [])
+            self.networks[model] = build_model(cfg).to(self.device).eval()
+        return self.networks[model]
 
     def _call(self, net, bf16: bool):
         import torch
@@ -302,7 +307,7 @@ def table(rows: list[dict], device: str) -> str:
     for r in rows:
         digits = 2 if r["unit"] == "ms" else 1
         cells = [r["model"], r["what"], _fmt(r.get("value"), digits), r["unit"], _fmt(r.get("peak_mib"), 0),
-                 r["goal"], _fmt(r.get("seconds"), 0), r.get("note", "")]  # fmt: skip
+                 r["goal"], _fmt(r.get("seconds"), 1), r.get("note", "")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
