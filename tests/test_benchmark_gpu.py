@@ -33,6 +33,7 @@ def test_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
     assert not list(tmp_path.iterdir())  # the temporary data and runs are gone
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: ~3-8 s on 2 busy cores
 def test_gpu_benchmark_without_cuda_says_so_in_one_line():
     import torch
 
