@@ -99,3 +99,31 @@ def test_efficientnet_feature_extractor_uses_the_pretrained_weights():
     assert not torch.equal(pretrained.body["stem"][0].weight, random.body["stem"][0].weight)
     with pytest.raises(UserError, match="pretrained=false"):
         create_feature_extractor("efficientnet_lite0", ["block1"], pretrained=False, weights_path="x")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "wide_resnet50_2", "efficientnet_lite0"])
+def test_every_backbone_brings_its_stride_4_8_16_levels(name):
+    from anomaly_kd.models.components.backbones import backbone_layers, get_spec
+
+    layers = backbone_layers(name, None)
+    assert [get_spec(name).layers[layer][1] for layer in layers] == [4, 8, 16]
+    assert backbone_layers(name, ("x",)) == ["x"]  # named levels are kept as given
+    expected = {"resnet18": ["layer1", "layer2", "layer3"], "wide_resnet50_2": ["layer1", "layer2", "layer3"],
+                "efficientnet_lite0": ["block1", "block2", "block4"]}[name]
+    assert layers == expected
+
+
+@pytest.mark.parametrize("model", ["stfpm", "stfpm_ensemble"])
+def test_model_backbone_alone_is_enough(model, tmp_path):
+    """`model.backbone=efficientnet_lite0` without `model.layers` builds the model on its levels."""
+    from omegaconf import OmegaConf
+
+    from anomaly_kd.pipeline import build_model
+    from tests.helpers import compose_config
+
+    default = compose_config([f"model={model}", "model.pretrained=false"], tmp_path)
+    assert OmegaConf.select(default, "model.layers") is None
+    assert build_model(default).model.teacher.layers == ["layer1", "layer2", "layer3"]
+    lite = compose_config([f"model={model}", "model.backbone=efficientnet_lite0", "model.pretrained=false"], tmp_path)
+    built = build_model(lite)
+    assert built.model.teacher.layers == ["block1", "block2", "block4"] == list(built.hparams.layers)

@@ -20,7 +20,7 @@ from tests.models.model_helpers import assert_config_default, defect_contrast, t
 # The thesis' hyperparameters (and STFPM's where the thesis follows it), as the config must hold them.
 DEFAULTS = {
     "model.backbone": "resnet18",
-    "model.layers": ["layer1", "layer2", "layer3"],
+    "model.layers": None,  # the backbone's levels: ResNet-18 layer1-3 (test_backbones)
     "model.pretrained": True,
     "model.n_students": 3,
     "model.terms": "e+v",

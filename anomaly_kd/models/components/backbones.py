@@ -39,6 +39,7 @@ class BackboneSpec:
     layers: dict[str, tuple[int, int]]  # layer name -> (channels, stride)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    default_layers: tuple[str, ...]  # the stride 4/8/16 levels a teacher uses when none are named
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,6 +133,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         {"layer1": (64, 4), "layer2": (128, 8), "layer3": (256, 16), "layer4": (512, 32)},
         IMAGENET_MEAN,
         IMAGENET_STD,
+        ("layer1", "layer2", "layer3"),  # gdwang08/STFPM: modules '4','5','6' of ResNet-18
     ),
     "wide_resnet50_2": BackboneSpec(
         _torchvision_builder("wide_resnet50_2"),
@@ -139,6 +141,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         {"layer1": (256, 4), "layer2": (512, 8), "layer3": (1024, 16), "layer4": (2048, 32)},
         IMAGENET_MEAN,
         IMAGENET_STD,
+        ("layer1", "layer2", "layer3"),  # hq-deng/RD4AD: the encoder's layer1-3
     ),
     "efficientnet_lite0": BackboneSpec(
         _build_efficientnet_lite0,
@@ -148,12 +151,19 @@ BACKBONES: dict[str, BackboneSpec] = {
          "block4": (112, 16), "block5": (192, 32), "block6": (320, 32)},
         (0.5, 0.5, 0.5),
         (0.5, 0.5, 0.5),
+        ("block1", "block2", "block4"),  # ours: the last block of strides 4, 8 and 16, like ResNet's layer1-3
     ),
 }
 
 
 def available_backbones() -> list[str]:
     return sorted(BACKBONES)
+
+
+def backbone_layers(name: str, layers: Sequence[str] | None) -> list[str]:
+    """``layers`` as a list, or the backbone's default stride 4/8/16 levels when None (so
+    ``model.backbone=<name>`` alone is enough)."""
+    return list(get_spec(name).default_layers if layers is None else layers)
 
 
 def get_spec(name: str) -> BackboneSpec:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from anomaly_kd.models.components.backbones import backbone_layers
 from anomaly_kd.models.components.student_teacher import StudentTeacherModule
 from anomaly_kd.models.stfpm.loss import stfpm_loss
 from anomaly_kd.models.stfpm.torch_model import STFPMModel
@@ -23,7 +24,7 @@ class STFPM(StudentTeacherModule):
     def __init__(
         self,
         backbone: str = "resnet18",
-        layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+        layers: Sequence[str] | None = None,
         pretrained: bool = True,
         weights_path: str | None = None,
         lr: float = 0.4,
@@ -36,6 +37,7 @@ class STFPM(StudentTeacherModule):
     ):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         self.save_hyperparameters()
+        self.hparams.layers = backbone_layers(backbone, layers)  # None: the backbone's own levels
         self.configure_teacher_cache(cache_teacher, cache_teacher_dtype)
         self.model = self.build_model()
         self.input_multiple = max(self.model.teacher.strides)

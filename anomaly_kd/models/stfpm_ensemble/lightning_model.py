@@ -24,6 +24,7 @@ from torch import nn
 
 from anomaly_kd.errors import UserError
 from anomaly_kd.models.components.base import _batch_index, _cat, _cat_index, count_parameters
+from anomaly_kd.models.components.backbones import backbone_layers
 from anomaly_kd.models.components.student_teacher import StudentTeacherModule
 from anomaly_kd.models.stfpm_ensemble.loss import ensemble_losses
 from anomaly_kd.models.stfpm_ensemble.selection import CHECKPOINT_RULES, StudentSelection
@@ -39,7 +40,7 @@ class STFPMEnsemble(StudentTeacherModule):
     def __init__(
         self,
         backbone: str = "resnet18",
-        layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+        layers: Sequence[str] | None = None,
         pretrained: bool = True,
         weights_path: str | None = None,
         n_students: int = 3,
@@ -59,6 +60,7 @@ class STFPMEnsemble(StudentTeacherModule):
         if checkpoint_rule not in CHECKPOINT_RULES:
             raise UserError(f"model.checkpoint_rule={checkpoint_rule!r} must be one of {', '.join(CHECKPOINT_RULES)}.")
         self.save_hyperparameters()
+        self.hparams.layers = backbone_layers(backbone, layers)  # None: the backbone's own levels
         self.configure_teacher_cache(cache_teacher, cache_teacher_dtype)
         hp = self.hparams
         self.per_student = checkpoint_rule == "per_student"
