@@ -53,6 +53,19 @@ for _pattern in (
     warnings.filterwarnings("ignore", message=_pattern)
 
 
+class _DropLightningTip(logging.Filter):
+    """Lightning logs "💡 Tip: ... try installing litlogger" at every run: an advertisement, not
+    news about the run. Dropped; every other Lightning message stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+for _name in ("lightning_utilities.core.rank_zero", "lightning_fabric.utilities.rank_zero",
+              "pytorch_lightning.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropLightningTip())
+
+
 def _without(node: DictConfig, *keys: str) -> DictConfig:
     cfg = OmegaConf.to_container(node, resolve=True)
     for key in keys:

@@ -33,3 +33,17 @@ def test_device_name_of_the_cpu():
     with open("/proc/cpuinfo") as f:
         names = [line.split(":", 1)[1].strip() for line in f if line.lower().startswith("model name")]
     assert device_name(torch.device("cpu")) == cpu_name() == (names[0] if names else cpu_name())
+
+
+def test_lightning_tip_advert_is_dropped_and_other_messages_stay(caplog):
+    import logging
+
+    import anomaly_kd.pipeline  # noqa: F401  (installs the filter)
+    from pytorch_lightning.utilities import rank_zero_info
+
+    with caplog.at_level(logging.INFO):
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
+        rank_zero_info("GPU available: False, used: False")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "GPU available: False, used: False" in messages
+    assert not any("Tip:" in m for m in messages)
