@@ -53,3 +53,17 @@ def test_lightning_module_defaults_and_training_step_decreases_loss():
     assert torch.allclose(scores, maps.flatten(1).amax(1))
     # The teacher is never updated.
     assert not any(p.requires_grad for p in model.model.teacher.parameters())
+
+
+def test_the_model_map_is_the_authors_map_of_its_features():
+    """STFPMModel inherits the shared student-teacher map: exactly stfpm_anomaly_map of its levels."""
+    from anomaly_kd.models.stfpm.torch_model import STFPMModel
+
+    torch.manual_seed(0)
+    model = STFPMModel(pretrained=False, layers=["layer1", "layer2"]).eval()
+    images = torch.rand(2, 3, 32, 32)
+    maps, scores = model.anomaly_map(images)
+    with torch.no_grad():
+        teacher, student = model(images)
+    expected = stfpm_anomaly_map(teacher, student, (32, 32))
+    assert torch.equal(maps, expected) and torch.equal(scores, expected.flatten(1).amax(1))

@@ -8,19 +8,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from anomaly_kd.metrics import image_ap, pixel_ap
-
-
-def _random_case(rng, n):
-    labels = rng.random(n) < rng.uniform(0.1, 0.9)
-    labels[:2] = [True, False]
-    kind = rng.integers(3)
-    if kind == 0:  # heavy ties
-        scores = rng.integers(0, rng.integers(1, 5), n).astype(np.int64)
-    elif kind == 1:
-        scores = rng.standard_normal(n) + labels
-    else:  # float32 with ties from rounding
-        scores = np.round(rng.standard_normal(n) * 4).astype(np.float32) / 4
-    return scores, labels
+from tests.metrics.test_metrics_auroc import _random_case  # the same score/label cases as AUROC's
 
 
 @pytest.mark.parametrize("seed", range(40))
