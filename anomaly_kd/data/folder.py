@@ -25,8 +25,7 @@ from anomaly_kd.data.indexed import (
     IndexedDataModule,
     check_unique_stems,
     masks_by_stem,
-    missing_mask,
-    orphan_mask,
+    pair_masks,
     require_images,
 )
 from anomaly_kd.data.mvtec import GOOD, Sample
@@ -98,14 +97,5 @@ class FolderDataModule(IndexedDataModule):
             return [Sample(str(p), 1, defect) for defect, p in images]
         mask_root = self._path(self.mask_dir, "mask_dir")
         masks = masks_by_stem(mask_root, self.mask_suffix, recursive=True)
-        samples = []
-        for defect, p in images:
-            key = str(p.relative_to(folder).with_suffix(""))
-            mask = masks.pop(key, None)
-            if mask is None:
-                raise missing_mask(p, mask_root / f"{key}{self.mask_suffix}")
-            samples.append(Sample(str(p), 1, defect, str(mask)))
-        if masks:
-            key, mask = next(iter(masks.items()))
-            raise orphan_mask(mask, folder / key)
-        return samples
+        return pair_masks([p for _, p in images], masks, {p: defect for defect, p in images}, mask_root, folder,
+                          self.mask_suffix, key=lambda p: str(p.relative_to(folder).with_suffix("")))

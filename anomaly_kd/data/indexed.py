@@ -10,6 +10,7 @@ Every image/mask header is read in ``setup`` (sizes must match), pixels are deco
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from anomaly_kd.data.base import AnomalyDataModule, seeded_split
@@ -56,18 +57,20 @@ def orphan_mask(mask: Path, expected_image: Path) -> UserError:
     )
 
 
-def pair_masks(images: list[Path], masks: dict[str, Path], defect: str, gt_dir: Path, image_dir: Path,
-               suffix: str = "") -> list[Sample]:
-    """Anomalous test Samples of ``images`` (type ``defect``), each with the mask of its stem, taken
-    from ``masks``; an image without a mask (expected as ``gt_dir/<stem><suffix>``) or a mask left
-    without an image (expected in ``image_dir``) is a one-line error."""
+def pair_masks(images: list[Path], masks: dict[str, Path], defect: str | Mapping[Path, str], gt_dir: Path,
+               image_dir: Path, suffix: str = "", key: Callable[[Path], str] = lambda p: p.stem) -> list[Sample]:
+    """Anomalous test Samples of ``images``, each with the mask of its ``key`` (its stem, or e.g. a
+    relative path for nested folders), taken from ``masks``; ``defect``: the defect type of all
+    images, or per image. An image without a mask (expected as ``gt_dir/<key><suffix>``) or a mask
+    left without an image (expected as ``image_dir/<key>``) is a one-line error."""
     masks = dict(masks)
     samples = []
     for image in images:
-        mask = masks.pop(image.stem, None)
+        mask = masks.pop(key(image), None)
         if mask is None:
-            raise missing_mask(image, gt_dir / f"{image.stem}{suffix}")
-        samples.append(Sample(str(image), 1, defect, str(mask)))
+            raise missing_mask(image, gt_dir / f"{key(image)}{suffix}")
+        kind = defect if isinstance(defect, str) else defect[image]
+        samples.append(Sample(str(image), 1, kind, str(mask)))
     if masks:
         stem, mask = next(iter(masks.items()))
         raise orphan_mask(mask, image_dir / stem)
