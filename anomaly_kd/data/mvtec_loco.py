@@ -71,6 +71,9 @@ class MVTecLOCODataModule(IndexedDataModule):
             raise UserError(f"data.spro_fpr_limit={spro_fpr_limit!r} must be in (0, 1]; the paper uses 0.05")
         self.spro_fpr_limit = float(spro_fpr_limit)
         self.defects: dict[int, tuple[float, bool]] = {}
+        # (mask file, map shape) -> its region, saturation entry and native area: read once, reused by
+        # the whole test set's sPRO and each subset's
+        self._regions: dict[tuple[str, tuple[int, int]], tuple[np.ndarray, float, bool, int]] = {}
 
     def index(self):
         folder = category_dir(self.root, self.category, MVTEC_LOCO_CATEGORIES, self.title)
@@ -127,11 +130,11 @@ class MVTecLOCODataModule(IndexedDataModule):
                 continue
             union = np.zeros(amap.shape, dtype=bool)
             for path in mask_files(sample.mask_path):
-                region, threshold, relative = self._region(path, amap.shape)
+                region, threshold, relative, native_area = self._region(path, amap.shape)
                 union |= region
                 if region.any():
                     regions.append(amap[region])
-                    area = threshold if relative else threshold * region.size / self._native_area(path)
+                    area = threshold if relative else threshold * region.size / native_area
                     saturation.append(saturation_area(region.sum(), area, relative))
             defect_free.append(amap[~union])
         try:
@@ -139,12 +142,11 @@ class MVTecLOCODataModule(IndexedDataModule):
         except ValueError as error:
             return {"spro": None, "notes": [f"spro: {error}"]}
 
-    def _native_area(self, path: str) -> int:
-        with Image.open(path) as im:
-            return im.size[0] * im.size[1]
-
-    def _region(self, path: str, shape: tuple[int, int]) -> tuple[np.ndarray, float, bool]:
-        """The defect of one mask file at ``shape`` (bool) and its config entry."""
+    def _region(self, path: str, shape: tuple[int, int]) -> tuple[np.ndarray, float, bool, int]:
+        """The defect of one mask file at ``shape`` (bool), its config entry and its native area."""
+        cached = self._regions.get((path, tuple(shape)))
+        if cached is not None:
+            return cached
         with Image.open(path) as im:
             raw = np.asarray(im.convert("L") if im.mode not in ("L", "I", "I;16") else im)
         values = np.unique(raw[raw > 0])
@@ -157,4 +159,5 @@ class MVTecLOCODataModule(IndexedDataModule):
             if shape[0] != shape[1]:
                 raise ValueError(f"cannot bring mask {path} to the non-square map shape {shape}")
             region = resize_mask(region, int(shape[0]), self.mask_resize)[0].numpy().astype(bool)
-        return region, threshold, relative
+        self._regions[(path, tuple(shape))] = region, threshold, relative, raw.size
+        return self._regions[(path, tuple(shape))]
