@@ -20,7 +20,7 @@ from tests.models.model_helpers import assert_config_default, defect_contrast, t
 # hq-deng/RD4AD main.py train() and test.py evaluation()
 DEFAULTS = {
     "model.backbone": "wide_resnet50_2",
-    "model.layers": ["layer1", "layer2", "layer3"],
+    "model.layers": None,  # the backbone's levels: layer1-3 for wide_resnet50_2 (test below)
     "model.pretrained": True,
     "model.lr": 0.005,
     "model.betas": [0.5, 0.999],
@@ -79,7 +79,12 @@ def test_wide_resnet_shapes_and_the_authors_architecture(wide):
 
 @pytest.mark.parametrize(
     "backbone,layers,channels,bottleneck",
-    [("resnet18", LAYERS, [64, 128, 256], 512), ("efficientnet_lite0", LITE0_LAYERS, [24, 40, 112], 224)],
+    [
+        ("resnet18", LAYERS, [64, 128, 256], 512),
+        ("efficientnet_lite0", LITE0_LAYERS, [24, 40, 112], 224),
+        ("efficientnet_lite1", None, [24, 40, 112], 224),  # None: the backbone's block1/2/4
+        ("efficientnet_lite2", None, [24, 48, 120], 240),
+    ],
 )
 def test_small_backbone_shapes(backbone, layers, channels, bottleneck):
     model = ReverseDistillationModel(backbone, layers, pretrained=False)
@@ -95,6 +100,12 @@ def test_small_backbone_shapes(backbone, layers, channels, bottleneck):
     maps, scores = model.anomaly_map(images)
     assert maps.shape == (2, 1, 64, 64) and (maps >= 0).all()
     assert torch.allclose(scores, maps.flatten(1).amax(1))
+
+
+def test_the_backbone_alone_brings_its_levels():
+    assert ReverseDistillation(pretrained=False, backbone="resnet18").hparams.layers == LAYERS
+    module = ReverseDistillation(pretrained=False, backbone="efficientnet_lite2")
+    assert module.hparams.layers == module.model.teacher.layers == LITE0_LAYERS
 
 
 def test_option_checks():

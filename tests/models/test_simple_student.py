@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from anomaly_kd.errors import UserError
+from anomaly_kd.models.components.backbones import create_feature_extractor
 from anomaly_kd.models.simple_student import SimpleStudent, SimpleStudentModel, slim_resnet18
+from anomaly_kd.models.simple_student.torch_model import slim_efficientnet_lite
 from tests.models.model_helpers import assert_config_default, defect_contrast, train_steps
 
 # Everything is STFPM's (gdwang08/STFPM main.py) except the width factor (thesis: 0.5).
 DEFAULTS = {
     "model.backbone": "resnet18",
-    "model.layers": ["layer1", "layer2", "layer3"],
+    "model.layers": None,  # the backbone's levels: layer1-3 for resnet18 (test below)
     "model.pretrained": True,
     "model.width_factor": 0.5,
     "model.lr": 0.4,
@@ -73,8 +75,40 @@ def test_parameter_counts_in_the_summary():
     assert full["student_parameters"] == full["stfpm_student_parameters"]
 
 
+def test_the_backbone_alone_brings_its_levels():
+    assert SimpleStudent(pretrained=False).hparams.layers == ["layer1", "layer2", "layer3"]
+    module = SimpleStudent(pretrained=False, backbone="efficientnet_lite1")
+    assert module.hparams.layers == module.model.student.layers == ["block1", "block2", "block4"]
+
+
+@pytest.mark.parametrize("variant,channels", [(0, (24, 40, 112)), (2, (24, 48, 120))])
+def test_slim_efficientnet_lite_student(variant, channels):
+    """Lite teachers (ours): every inverted residual block expands to half its channels, block
+    outputs keep the teacher's widths, so STFPM's matching applies; at width 1 the student has
+    exactly the teacher's tensor shapes."""
+    backbone = f"efficientnet_lite{variant}"
+    model = SimpleStudentModel(backbone=backbone, pretrained=False)
+    full = create_feature_extractor(backbone, model.teacher.layers, pretrained=False)
+    for slim_block, full_block in zip(model.student.body.values(), full.body.values()):
+        for slim, ref in zip(slim_block.modules(), full_block.modules()):
+            if hasattr(ref, "conv_pwl"):
+                assert slim.conv_pw.out_channels == round(ref.conv_pw.out_channels / 2)
+                assert slim.conv_dw.groups == slim.conv_dw.in_channels == slim.conv_pw.out_channels
+                assert slim.conv_pwl.out_channels == ref.conv_pwl.out_channels
+                assert slim.bn1.num_features == slim.bn2.num_features == slim.conv_pw.out_channels
+    images = torch.rand(2, 3, 64, 64)
+    teacher, student = model(images)
+    for t, s, c, stride in zip(teacher, student, channels, (4, 8, 16)):
+        assert t.shape == s.shape == (2, c, 64 // stride, 64 // stride)
+    summary = SimpleStudent(backbone=backbone, pretrained=False).model_summary()
+    assert summary["student_parameters"] < summary["stfpm_student_parameters"] == summary["teacher_parameters"]
+    same = {k: v.shape for k, v in slim_efficientnet_lite(variant, 1.0).state_dict().items()}
+    ref = {k: v.shape for k, v in create_feature_extractor(backbone, ["block6"], pretrained=False).body.state_dict().items()}
+    assert list(same.values())[: len(ref)] == list(ref.values())  # width 1 = the teacher's own shapes
+
+
 def test_option_checks():
-    with pytest.raises(UserError, match="resnet18"):
+    with pytest.raises(UserError, match="no slim student"):
         SimpleStudentModel(backbone="wide_resnet50_2", pretrained=False)
     with pytest.raises(UserError, match="width_factor"):
         slim_resnet18(0.0)

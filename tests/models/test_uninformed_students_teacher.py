@@ -40,7 +40,10 @@ def test_patch_source_triplets(tmp_path):
         tp.source_files(str(tmp_path / "missing"))
 
 
-@pytest.mark.parametrize("backbone,dim", [("efficientnet_lite0", 320), ("resnet18", 512)])
+@pytest.mark.parametrize(
+    "backbone,dim",
+    [("efficientnet_lite0", 320), ("efficientnet_lite1", 320), ("efficientnet_lite2", 352), ("resnet18", 512)],
+)
 def test_distillation_targets(backbone, dim):
     target = tp.DistillationTarget(replace(TINY, backbone=backbone))
     assert target(torch.rand(2, 3, 17, 17)).shape == (2, dim)

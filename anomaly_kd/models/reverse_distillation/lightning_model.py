@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+from anomaly_kd.models.components.backbones import backbone_layers
 from anomaly_kd.models.components.base import AnomalyModule, count_parameters
 from anomaly_kd.models.components.teacher_cache import TeacherCacheMixin
 from anomaly_kd.models.reverse_distillation.loss import reverse_distillation_loss
@@ -29,7 +30,7 @@ class ReverseDistillation(TeacherCacheMixin, AnomalyModule):
     def __init__(
         self,
         backbone: str = "wide_resnet50_2",
-        layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+        layers: Sequence[str] | None = None,
         pretrained: bool = True,
         weights_path: str | None = None,
         lr: float = 0.005,
@@ -43,6 +44,7 @@ class ReverseDistillation(TeacherCacheMixin, AnomalyModule):
     ):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         self.save_hyperparameters()
+        self.hparams.layers = backbone_layers(backbone, layers)  # None: the backbone's own levels
         self.configure_teacher_cache(cache_teacher, cache_teacher_dtype)
         hp = self.hparams
         self.model = ReverseDistillationModel(

@@ -10,9 +10,9 @@ optimizer, i.e. frozen.
 Architectures per teacher (:data:`ARCHITECTURES`): the authors' pairs for ``wide_resnet50_2``
 (Bottleneck, inner width x2, OCBE stage of 3 blocks, decoder 3/4/6 blocks) and ``resnet18``
 (BasicBlock, OCBE stage of 2 blocks, decoder 2/2/2: ``resnet18()`` / ``de_resnet18()``). For
-``efficientnet_lite0`` (ours, no counterpart in the authors' code) the same generic OCBE and decoder
-are built from its channel list (24/40/112 at block1/block2/block4) with BasicBlocks like the
-ResNet-18 variant.
+``efficientnet_lite0/1/2`` (ours, no counterpart in the authors' code) the same generic OCBE and
+decoder are built from the teacher's channel list (Lite0/1: 24/40/112, Lite2: 24/48/120 at
+block1/block2/block4, the backbone's default levels) with BasicBlocks like the ResNet-18 variant.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from anomaly_kd.errors import UserError
-from anomaly_kd.models.components.backbones import create_feature_extractor
+from anomaly_kd.models.components.backbones import backbone_layers, create_feature_extractor
 from anomaly_kd.models.components.gaussian import GaussianBlur2d
 from anomaly_kd.models.reverse_distillation.anomaly_map import rd_anomaly_map
 from anomaly_kd.models.reverse_distillation.decoder import Decoder
@@ -47,6 +47,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet18": Architecture("basic", 2, (2, 2, 2)),
     # ours: generic OCBE/decoder from the teacher's channels, ResNet-18-style blocks
     "efficientnet_lite0": Architecture("basic", 2, (2, 2, 2)),
+    "efficientnet_lite1": Architecture("basic", 2, (2, 2, 2)),
+    "efficientnet_lite2": Architecture("basic", 2, (2, 2, 2)),
 }
 
 
@@ -54,7 +56,7 @@ class ReverseDistillationModel(nn.Module):
     def __init__(
         self,
         backbone: str = "wide_resnet50_2",
-        layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+        layers: Sequence[str] | None = None,
         pretrained: bool = True,
         weights_path: str | None = None,
         gaussian_sigma: float = 4.0,
@@ -66,6 +68,7 @@ class ReverseDistillationModel(nn.Module):
                 f"reverse_distillation has no decoder for model.backbone={backbone}: choose one of "
                 f"{', '.join(sorted(ARCHITECTURES))}."
             )
+        layers = backbone_layers(backbone, layers)
         self.teacher = create_feature_extractor(
             backbone, layers, pretrained=pretrained, weights_path=weights_path, frozen=True
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from anomaly_kd.models.components.backbones import backbone_layers
 from anomaly_kd.models.components.base import count_parameters
 from anomaly_kd.models.components.student_teacher import StudentTeacherModule
 from anomaly_kd.models.simple_student.loss import simple_student_loss
@@ -20,7 +21,7 @@ class SimpleStudent(StudentTeacherModule):
     def __init__(
         self,
         backbone: str = "resnet18",
-        layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+        layers: Sequence[str] | None = None,
         pretrained: bool = True,
         weights_path: str | None = None,
         width_factor: float = 0.5,
@@ -35,6 +36,7 @@ class SimpleStudent(StudentTeacherModule):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         self.save_hyperparameters()
         self.configure_teacher_cache(cache_teacher, cache_teacher_dtype)
+        self.hparams.layers = backbone_layers(backbone, layers)  # None: the backbone's own levels
         hp = self.hparams
         self.model = SimpleStudentModel(
             hp.backbone, list(hp.layers), hp.pretrained, hp.weights_path, hp.width_factor
@@ -43,7 +45,7 @@ class SimpleStudent(StudentTeacherModule):
 
     def model_summary(self) -> dict:
         student = count_parameters(self.model.student)
-        full = full_student_parameters(self.model.teacher.layers)
+        full = full_student_parameters(self.model.teacher.layers, self.hparams.backbone)
         return {
             "teacher_parameters": count_parameters(self.model.teacher),
             "student_parameters": student,

@@ -51,7 +51,13 @@ log = logging.getLogger(__name__)
 
 FILE_FORMAT = "uninformed_students_teacher/1"
 #: pretrained network -> layer whose average-pooled output is the distillation target
-KD_LAYERS = {"resnet18": "layer4", "wide_resnet50_2": "layer4", "efficientnet_lite0": "block6"}
+KD_LAYERS = {
+    "resnet18": "layer4",  # paper: ResNet-18 pooled layer4 (512-d)
+    "wide_resnet50_2": "layer4",
+    "efficientnet_lite0": "block6",  # ours (offline weights): last block stage, 320-d
+    "efficientnet_lite1": "block6",  # 320-d
+    "efficientnet_lite2": "block6",  # 352-d
+}
 #: scikit-image's bundled photographs and textures used by ``data="skimage"`` (all offline)
 SKIMAGE_IMAGES = (
     "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
