@@ -146,7 +146,7 @@ def worker_anomalib(spec: dict) -> dict:
                   pre_processor=PreProcessor(transform=Compose([Resize(size, antialias=True), Normalize(mean, std)])))
     if pretrained:
         _load_lite0_weights(model.model.teacher_model.feature_extractor)
-    data = MVTecAD(root=spec["data"], category="widget", train_batch_size=32, eval_batch_size=32,
+    data = MVTecAD(root=spec["data"], category=spec.get("category", "widget"), train_batch_size=32, eval_batch_size=32,
                    num_workers=spec["workers"], seed=0)
     engine = Engine(max_epochs=spec["epochs"], accelerator="cpu", devices=1, logger=False,
                     enable_progress_bar=False, enable_model_summary=False, default_root_dir=spec["out"])
@@ -161,6 +161,7 @@ def worker_anomalib(spec: dict) -> dict:
         "fit_images_per_s": n_train / fit_s, "test_images_per_s": len(data.test_data) / test_s,
         "image_auroc": metrics["image_AUROC"], "pixel_auroc": metrics["pixel_AUROC"], "aupro": metrics["pixel_AUPRO"],
         "peak_rss_mib": _rss_mib(), "version": f"anomalib {anomalib.__version__}",
+        "fit_seconds": fit_s, "test_seconds": test_s, "n_train": len(data.train_data),
     }  # fmt: skip
 
 

@@ -1,0 +1,199 @@
+"""Detection quality of every method x offline teacher on a real-defect category.
+
+    python benchmarks/quality.py --list                        # the rows and their commands
+    python benchmarks/quality.py --rows stfpm_lite0 rd4ad_lite0 # run these rows, then rebuild the table
+    python benchmarks/quality.py --table-only                  # rebuild benchmarks/quality.md
+
+Default category: the MVTec 3D-AD "tire" RGB images at 256 px in ``../shared/data/mvtec3d_tire256``
+(real defects; ``--data-dir``/``--category`` point at any MVTec-layout category). Each row is one
+``python -m anomaly_kd.run`` job in its own process, with the method's own recipe except the
+settings the row lists as reduced (each with the paper's value); its output folder (results.json,
+overlays, plots) is ``benchmarks/.quality/<row>/`` (git-ignored), and the table is rebuilt from
+every row result found there, so rows can be run in several sittings. The anomalib row
+(``anomalib_stfpm_lite0``) runs anomalib 2.7's Stfpm through ``benchmarks/vs_anomalib.py``'s
+worker in its own virtual environment (skipped with one line when that cannot be built).
+
+No setting is chosen on test labels: checkpoints and thresholds come from validation normals
+(each method's own rule); every row's settings are fixed before it runs. Timing columns: fit
+minutes = ``timing.train_seconds`` of results.json (validation and checkpoints included), test
+images/s = ``timing.test_images_per_second``; the 1-minute load average before and after each row
+is recorded beside them (a load above the core count means the row shared the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+OUT = REPO / "benchmarks" / ".quality"
+TABLE = REPO / "benchmarks" / "quality.md"
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "mvtec3d_tire256"
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    teacher: str
+    overrides: tuple[str, ...]
+    reduced: dict[str, str] = field(default_factory=dict)  # setting -> "ours (paper value)"
+
+
+def _stfpm_like(model: str, teacher: str, epochs: int, paper_epochs: int) -> Row:
+    return Row(model, teacher, (f"model={model}", f"model.backbone={teacher}", f"trainer.max_epochs={epochs}"),
+               {"trainer.max_epochs": f"{epochs} (recipe {paper_epochs})"})  # fmt: skip
+
+
+ROWS: dict[str, Row] = {
+    "stfpm_lite0": _stfpm_like("stfpm", "efficientnet_lite0", 30, 100),
+    "stfpm_lite1": _stfpm_like("stfpm", "efficientnet_lite1", 30, 100),
+    "stfpm_lite2": _stfpm_like("stfpm", "efficientnet_lite2", 30, 100),
+    "simple_student_lite0": _stfpm_like("simple_student", "efficientnet_lite0", 30, 100),
+    "stfpm_ensemble_lite0": _stfpm_like("stfpm_ensemble", "efficientnet_lite0", 30, 100),
+    "rd4ad_lite0": _stfpm_like("reverse_distillation", "efficientnet_lite0", 50, 200),
+}
+ANOMALIB_ROW = "anomalib_stfpm_lite0"  # anomalib 2.7 Stfpm, EfficientNet-Lite0 blocks 1/2/4, 30 epochs
+ANOMALIB_EPOCHS = 30
+
+
+def command(name: str, data_dir: Path, category: str) -> list[str]:
+    row = ROWS[name]
+    return [sys.executable, "-m", "anomaly_kd.run", *row.overrides, "data=mvtec", f"paths.data_dir={data_dir}",
+            f"category={category}", f"hydra.run.dir={OUT / name}"]  # fmt: skip
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def run_row(name: str, data_dir: Path, category: str) -> dict:
+    cmd = command(name, data_dir, category)
+    print(f"[quality] {name}: {shlex.join(cmd[1:])}", flush=True)
+    load_before, start = _load(), time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO)
+    record = {"row": name, "exit": proc.returncode, "wall_seconds": time.perf_counter() - start,
+              "load_before": load_before, "load_after": _load(), "command": shlex.join(["python", *cmd[1:]]),
+              "date": datetime.date.today().isoformat()}  # fmt: skip
+    (OUT / name).mkdir(parents=True, exist_ok=True)
+    (OUT / name / "quality_row.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def run_anomalib(data_dir: Path, category: str) -> dict:
+    import vs_anomalib
+
+    python, why = vs_anomalib.venv_python(lambda m: print(f"[quality] {m}", flush=True))
+    record: dict = {"row": ANOMALIB_ROW, "date": datetime.date.today().isoformat()}
+    if python is None:
+        print(f"skipped: anomalib's virtual environment could not be built ({why})")
+        record["note"] = why
+    else:
+        out = OUT / ANOMALIB_ROW
+        out.mkdir(parents=True, exist_ok=True)
+        spec = {"teacher": "efficientnet_lite0", "data": str(data_dir), "category": category, "image_size": 256,
+                "epochs": ANOMALIB_EPOCHS, "workers": os.cpu_count() or 1, "out": str(out)}  # fmt: skip
+        record["load_before"] = _load()
+        record.update(vs_anomalib.run_side(python, "anomalib", spec, timeout=4 * 3600))
+        record["load_after"] = _load()
+        record["command"] = f"python benchmarks/quality.py --rows {ANOMALIB_ROW} (worker spec {json.dumps(spec)})"
+    (OUT / ANOMALIB_ROW).mkdir(parents=True, exist_ok=True)
+    (OUT / ANOMALIB_ROW / "quality_row.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+# ------------------------------------------------------------------------------------ table
+
+
+def _f(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def row_line(name: str) -> str | None:
+    folder = OUT / name
+    meta_file = folder / "quality_row.json"
+    if not meta_file.exists():
+        return None
+    meta = json.loads(meta_file.read_text())
+    load = f"{meta.get('load_before', 0):.1f} / {meta.get('load_after', 0):.1f}"
+    if name == ANOMALIB_ROW:
+        if "image_auroc" not in meta:
+            return f"| anomalib 2.7 stfpm | efficientnet_lite0 | {meta.get('note', 'no result')} |" + " |" * 11
+        return (f"| anomalib 2.7 Stfpm (reference) | efficientnet_lite0 | {_f(meta['image_auroc'])} | "
+                f"{_f(meta['pixel_auroc'])} | {_f(meta['aupro'])} | - | - | - | - | "
+                f"{_f(meta['fit_seconds'] / 60, 1)} min | {_f(meta['test_images_per_s'], 1)} | {ANOMALIB_EPOCHS} | "
+                f"anomalib defaults (validates on test every epoch, trains on all {meta.get('n_train', 'train')} images) | {load} |")  # fmt: skip
+    results_file = folder / "results.json"
+    if not results_file.exists():
+        return f"| {ROWS[name].method} | {ROWS[name].teacher} | failed (exit {meta.get('exit')}) |" + " |" * 11
+    results = json.loads(results_file.read_text())
+    m, t = results.get("metrics", {}), results.get("timing", {})
+    reduced = "; ".join(f"{k}={v}" for k, v in ROWS[name].reduced.items()) or "paper recipe"
+    epochs = results.get("config", {}).get("trainer", {}).get("max_epochs")
+    fit = t.get("train_seconds")
+    return (f"| {ROWS[name].method} | {ROWS[name].teacher} | {_f(m.get('image_auroc'))} | {_f(m.get('pixel_auroc'))} | "
+            f"{_f(m.get('aupro'))} | {_f(m.get('image_ap'))} | {_f(m.get('pixel_ap'))} | {_f(m.get('dice_val_thr'))} | "
+            f"{_f(m.get('image_f1_test_thr'))} | {_f(None if fit is None else fit / 60, 1)} min | "
+            f"{_f(t.get('test_images_per_second'), 1)} | {epochs} | {reduced} | {load} |")  # fmt: skip
+
+
+HEADER = (
+    "| method | teacher | image AUROC | pixel AUROC | AUPRO | image AP | pixel AP | Dice (val thr) | "
+    "image F1 (test thr, labelled) | fit | test img/s | epochs | reduced settings (recipe value) | load before / after |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def build_table(data_dir: Path, category: str) -> str:
+    names = [*ROWS, ANOMALIB_ROW]
+    lines = [line for line in (row_line(n) for n in names) if line]
+    commands = []
+    for name in names:
+        meta_file = OUT / name / "quality_row.json"
+        if meta_file.exists():
+            commands.append(f"- `{name}` ({json.loads(meta_file.read_text()).get('date')}): "
+                            f"`{json.loads(meta_file.read_text()).get('command', '-')}`")  # fmt: skip
+    machine = (f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, Python "
+               f"{platform.python_version()}")  # fmt: skip
+    return "\n".join([f"Category: `{data_dir.name}/{category}`. Machine: {machine}.", "", HEADER, *lines, "",
+                      "Commands (repository root):", "", *commands, ""])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", nargs="+", default=[], choices=[*ROWS, ANOMALIB_ROW])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--category", default="tire")
+    parser.add_argument("--list", action="store_true", help="print each row's command and exit")
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name in ROWS:
+            print(f"{name}: {shlex.join(['python', *command(name, args.data_dir, args.category)[1:]])}")
+        print(f"{ANOMALIB_ROW}: anomalib 2.7 Stfpm, EfficientNet-Lite0 blocks 1/2/4, {ANOMALIB_EPOCHS} epochs")
+        return 0
+    if not (args.data_dir / args.category).is_dir():
+        print(f"skipped: no category folder {args.data_dir / args.category} (pass --data-dir and --category).")
+        return 0
+    if not args.table_only:
+        for name in args.rows:
+            run_anomalib(args.data_dir, args.category) if name == ANOMALIB_ROW else run_row(
+                name, args.data_dir, args.category)
+    table = build_table(args.data_dir, args.category)
+    print(table)
+    (OUT / "table.md").parent.mkdir(parents=True, exist_ok=True)
+    (OUT / "table.md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
