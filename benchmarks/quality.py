@@ -66,30 +66,30 @@ ANOMALIB_ROW = "anomalib_stfpm_lite0"  # anomalib 2.7 Stfpm, EfficientNet-Lite0 
 ANOMALIB_EPOCHS = 30
 
 
-def command(name: str, data_dir: Path, category: str) -> list[str]:
+def command(name: str, data_dir: Path, category: str, out: Path = OUT, extra: tuple[str, ...] = ()) -> list[str]:
     row = ROWS[name]
     return [sys.executable, "-m", "anomaly_kd.run", *row.overrides, "data=mvtec", f"paths.data_dir={data_dir}",
-            f"category={category}", f"hydra.run.dir={OUT / name}"]  # fmt: skip
+            f"category={category}", f"hydra.run.dir={out / name}", *extra]  # fmt: skip
 
 
 def _load() -> float:
     return os.getloadavg()[0]
 
 
-def run_row(name: str, data_dir: Path, category: str) -> dict:
-    cmd = command(name, data_dir, category)
+def run_row(name: str, data_dir: Path, category: str, out: Path = OUT, extra: tuple[str, ...] = ()) -> dict:
+    cmd = command(name, data_dir, category, out, extra)
     print(f"[quality] {name}: {shlex.join(cmd[1:])}", flush=True)
     load_before, start = _load(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO)
     record = {"row": name, "exit": proc.returncode, "wall_seconds": time.perf_counter() - start,
               "load_before": load_before, "load_after": _load(), "command": shlex.join(["python", *cmd[1:]]),
               "date": datetime.date.today().isoformat()}  # fmt: skip
-    (OUT / name).mkdir(parents=True, exist_ok=True)
-    (OUT / name / "quality_row.json").write_text(json.dumps(record, indent=1))
+    (out / name).mkdir(parents=True, exist_ok=True)
+    (out / name / "quality_row.json").write_text(json.dumps(record, indent=1))
     return record
 
 
-def run_anomalib(data_dir: Path, category: str) -> dict:
+def run_anomalib(data_dir: Path, category: str, out_dir: Path = OUT) -> dict:
     import vs_anomalib
 
     python, why = vs_anomalib.venv_python(lambda m: print(f"[quality] {m}", flush=True))
@@ -98,7 +98,7 @@ def run_anomalib(data_dir: Path, category: str) -> dict:
         print(f"skipped: anomalib's virtual environment could not be built ({why})")
         record["note"] = why
     else:
-        out = OUT / ANOMALIB_ROW
+        out = out_dir / ANOMALIB_ROW
         out.mkdir(parents=True, exist_ok=True)
         spec = {"teacher": "efficientnet_lite0", "data": str(data_dir), "category": category, "image_size": 256,
                 "epochs": ANOMALIB_EPOCHS, "workers": os.cpu_count() or 1, "out": str(out)}  # fmt: skip
@@ -106,8 +106,8 @@ def run_anomalib(data_dir: Path, category: str) -> dict:
         record.update(vs_anomalib.run_side(python, "anomalib", spec, timeout=4 * 3600))
         record["load_after"] = _load()
         record["command"] = f"python benchmarks/quality.py --rows {ANOMALIB_ROW} (worker spec {json.dumps(spec)})"
-    (OUT / ANOMALIB_ROW).mkdir(parents=True, exist_ok=True)
-    (OUT / ANOMALIB_ROW / "quality_row.json").write_text(json.dumps(record, indent=1))
+    (out_dir / ANOMALIB_ROW).mkdir(parents=True, exist_ok=True)
+    (out_dir / ANOMALIB_ROW / "quality_row.json").write_text(json.dumps(record, indent=1))
     return record
 
 
@@ -118,8 +118,8 @@ def _f(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def row_line(name: str) -> str | None:
-    folder = OUT / name
+def row_line(name: str, out: Path = OUT) -> str | None:
+    folder = out / name
     meta_file = folder / "quality_row.json"
     if not meta_file.exists():
         return None
@@ -153,12 +153,12 @@ HEADER = (
 )
 
 
-def build_table(data_dir: Path, category: str) -> str:
+def build_table(data_dir: Path, category: str, out: Path = OUT) -> str:
     names = [*ROWS, ANOMALIB_ROW]
-    lines = [line for line in (row_line(n) for n in names) if line]
+    lines = [line for line in (row_line(n, out) for n in names) if line]
     commands = []
     for name in names:
-        meta_file = OUT / name / "quality_row.json"
+        meta_file = out / name / "quality_row.json"
         if meta_file.exists():
             commands.append(f"- `{name}` ({json.loads(meta_file.read_text()).get('date')}): "
                             f"`{json.loads(meta_file.read_text()).get('command', '-')}`")  # fmt: skip
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--category", default="tire")
     parser.add_argument("--list", action="store_true", help="print each row's command and exit")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of the rows' runs and of table.md")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every row (smoke runs)")
     args = parser.parse_args(argv)
     if args.list:
         for name in ROWS:
@@ -186,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.table_only:
         for name in args.rows:
-            run_anomalib(args.data_dir, args.category) if name == ANOMALIB_ROW else run_row(
-                name, args.data_dir, args.category)
-    table = build_table(args.data_dir, args.category)
+            if name == ANOMALIB_ROW:
+                run_anomalib(args.data_dir, args.category, args.out)
+            else:
+                run_row(name, args.data_dir, args.category, args.out, tuple(args.extra))
+    table = build_table(args.data_dir, args.category, args.out)
     print(table)
-    (OUT / "table.md").parent.mkdir(parents=True, exist_ok=True)
-    (OUT / "table.md").write_text(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(table)
     return 0
 
 

@@ -4,6 +4,7 @@ the numbers depend on the machine)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 
@@ -13,6 +14,7 @@ from tests.helpers import REPO
 def load_script(name: str):
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
     spec.loader.exec_module(module)
     return module
 
@@ -68,3 +70,66 @@ def test_deploy_latency_tiny(tmp_path, capsys):
     assert number(rows["ONNX Runtime (CPU EP)"][7]) < 1e-3  # same maps as the PyTorch model
     assert (tmp_path / "export" / "model.pt").is_file() and (tmp_path / "export" / "model.onnx").is_file()
     assert "Machine: " in out and "onnxruntime" in out and "Date: " in out
+
+
+@pytest.mark.slow
+def test_native_resolution_tiny(tmp_path, capsys):
+    script = load_script("native_resolution")
+    args = ["--size", "96", "--train", "4", "--test", "2", "--methods", "stfpm", "reverse_distillation",
+            "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "runs")]  # fmt: skip
+    assert script.main(args) == 0
+    out = capsys.readouterr().out
+    header = ["method", "eval_resolution", "metric s", "test s", "peak RSS MiB", "job wall s", "status"]
+    lines = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [line.split("|")[1:3] for line in lines] == [
+        [" stfpm ", " native "], [" reverse_distillation ", " native "], [" stfpm ", " model "]]
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == len(header) and cells[-1] == "ok"
+        assert number(cells[2]) >= 0 and number(cells[4]) > 0
+    saved = (tmp_path / "runs" / "stfpm_native" / "results.json").read_text()
+    assert '"eval_resolution": "native"' in saved
+
+
+def test_quality_rows_cover_every_method_and_the_table_reads_results(tmp_path, capsys):
+    import json
+
+    script = load_script("quality")
+    assert {row.method for row in script.ROWS.values()} >= {
+        "stfpm", "stfpm_ensemble", "simple_student", "reverse_distillation"}
+    assert script.main(["--list"]) == 0
+    assert "model=reverse_distillation model.backbone=efficientnet_lite0" in capsys.readouterr().out
+    # one finished row, one failed row: the table shows the results.json values and the failure
+    done = tmp_path / "stfpm_lite0"
+    done.mkdir()
+    (done / "quality_row.json").write_text(json.dumps({"exit": 0, "load_before": 0.5, "load_after": 1.0,
+                                                       "command": "python -m anomaly_kd.run x", "date": "d"}))
+    (done / "results.json").write_text(json.dumps({
+        "metrics": {"image_auroc": 0.71234, "pixel_auroc": 0.98, "aupro": 0.9, "image_ap": 0.8, "pixel_ap": 0.3,
+                    "dice_val_thr": 0.25, "image_f1_test_thr": 0.85},
+        "timing": {"train_seconds": 120.0, "test_images_per_second": 10.0},
+        "config": {"trainer": {"max_epochs": 30}}}))  # fmt: skip
+    failed = tmp_path / "rd4ad_lite0"
+    failed.mkdir()
+    (failed / "quality_row.json").write_text(json.dumps({"exit": 1}))
+    table = script.build_table(tmp_path, "tire", tmp_path)
+    assert ("| stfpm | efficientnet_lite0 | 0.712 | 0.980 | 0.900 | 0.800 | 0.300 | 0.250 | 0.850 | 2.0 min | "
+            "10.0 | 30 | trainer.max_epochs=30 (recipe 100) | 0.5 / 1.0 |") in table
+    assert "| reverse_distillation | efficientnet_lite0 | failed (exit 1) |" in table
+    assert "`python -m anomaly_kd.run x`" in table
+
+
+@pytest.mark.slow
+def test_quality_runs_a_row_end_to_end(tmp_path, capsys):
+    from anomaly_kd.data.synthetic import make_synthetic_mvtec
+
+    script = load_script("quality")
+    data = make_synthetic_mvtec(tmp_path / "data", category="widget", n_train=5, size=64)
+    args = ["--data-dir", str(data), "--category", "widget", "--rows", "stfpm_lite0", "--out", str(tmp_path / "q"),
+            "--extra", "trainer.max_epochs=1", "data.image_size=64", "logger=none", "trainer=cpu"]  # fmt: skip
+    assert script.main(args) == 0
+    out = capsys.readouterr().out
+    (line,) = [row for row in out.splitlines() if row.startswith("| stfpm | efficientnet_lite0 |")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert 0.0 <= number(cells[2]) <= 1.0 and cells[11] == "1"  # image AUROC; epochs from results.json
+    assert (tmp_path / "q" / "table.md").read_text() in out
