@@ -83,6 +83,7 @@ def run_row(name: str, data_dir: Path, category: str, out: Path = OUT, extra: tu
     proc = subprocess.run(cmd, cwd=REPO)
     record = {"row": name, "exit": proc.returncode, "wall_seconds": time.perf_counter() - start,
               "load_before": load_before, "load_after": _load(), "command": shlex.join(["python", *cmd[1:]]),
+              "threads": os.environ.get("OMP_NUM_THREADS", "torch default"),
               "date": datetime.date.today().isoformat()}  # fmt: skip
     (out / name).mkdir(parents=True, exist_ok=True)
     (out / name / "quality_row.json").write_text(json.dumps(record, indent=1))
@@ -102,7 +103,7 @@ def run_anomalib(data_dir: Path, category: str, out_dir: Path = OUT) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         spec = {"teacher": "efficientnet_lite0", "data": str(data_dir), "category": category, "image_size": 256,
                 "epochs": ANOMALIB_EPOCHS, "workers": os.cpu_count() or 1, "out": str(out)}  # fmt: skip
-        record["load_before"] = _load()
+        record["load_before"], record["threads"] = _load(), os.environ.get("OMP_NUM_THREADS", "torch default")
         record.update(vs_anomalib.run_side(python, "anomalib", spec, timeout=4 * 3600))
         record["load_after"] = _load()
         record["command"] = f"python benchmarks/quality.py --rows {ANOMALIB_ROW} (worker spec {json.dumps(spec)})"
@@ -124,7 +125,7 @@ def row_line(name: str, out: Path = OUT) -> str | None:
     if not meta_file.exists():
         return None
     meta = json.loads(meta_file.read_text())
-    load = f"{meta.get('load_before', 0):.1f} / {meta.get('load_after', 0):.1f}"
+    load = f"{meta.get('load_before', 0):.1f} / {meta.get('load_after', 0):.1f}; threads {meta.get('threads', '-')}"
     if name == ANOMALIB_ROW:
         if "image_auroc" not in meta:
             return f"| anomalib 2.7 stfpm | efficientnet_lite0 | {meta.get('note', 'no result')} |" + " |" * 11
@@ -148,7 +149,7 @@ def row_line(name: str, out: Path = OUT) -> str | None:
 
 HEADER = (
     "| method | teacher | image AUROC | pixel AUROC | AUPRO | image AP | pixel AP | Dice (val thr) | "
-    "image F1 (test thr, labelled) | fit | test img/s | epochs | reduced settings (recipe value) | load before / after |\n"
+    "image F1 (test thr, labelled) | fit | test img/s | epochs | reduced settings (recipe value) | load before / after; threads |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 

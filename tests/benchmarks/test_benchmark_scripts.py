@@ -114,7 +114,7 @@ def test_quality_rows_cover_every_method_and_the_table_reads_results(tmp_path, c
     (failed / "quality_row.json").write_text(json.dumps({"exit": 1}))
     table = script.build_table(tmp_path, "tire", tmp_path)
     assert ("| stfpm | efficientnet_lite0 | 0.712 | 0.980 | 0.900 | 0.800 | 0.300 | 0.250 | 0.850 | 2.0 min | "
-            "10.0 | 30 | trainer.max_epochs=30 (recipe 100) | 0.5 / 1.0 |") in table
+            "10.0 | 30 | trainer.max_epochs=30 (recipe 100) | 0.5 / 1.0; threads - |") in table
     assert "| reverse_distillation | efficientnet_lite0 | failed (exit 1) |" in table
     assert "`python -m anomaly_kd.run x`" in table
 
@@ -133,3 +133,12 @@ def test_quality_runs_a_row_end_to_end(tmp_path, capsys):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert 0.0 <= number(cells[2]) <= 1.0 and cells[11] == "1"  # image AUROC; epochs from results.json
     assert (tmp_path / "q" / "table.md").read_text() in out
+
+
+def test_channels_last_tiny(capsys):
+    script = load_script("channels_last")
+    assert script.main(["--size", "32", "--batch", "2", "--steps", "1", "--backbones", "resnet18"]) == 0
+    (line,) = [row for row in capsys.readouterr().out.splitlines() if row.startswith("| resnet18 |")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert all(float(c) > 0 for c in (cells[1], cells[2], cells[4], cells[5]))
+    assert float(cells[7]) < 1e-5  # the same loss in both layouts (float round-off)
