@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from anomaly_kd.errors import UserError
-from anomaly_kd.pipeline import validate_config
+from anomaly_kd.config_checks import validate_config
 from anomaly_kd.reporting.results import cpu_name, device_name
 
 
@@ -38,7 +38,7 @@ def test_device_name_of_the_cpu():
 def test_lightning_tip_advert_is_dropped_and_other_messages_stay(caplog):
     import logging
 
-    import anomaly_kd.pipeline  # noqa: F401  (installs the filter)
+    import anomaly_kd.console  # noqa: F401  (installs the filter)
     from pytorch_lightning.utilities import rank_zero_info
 
     with caplog.at_level(logging.INFO):

@@ -107,6 +107,19 @@ def write_scores_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Pat
     return path
 
 
+def write_scores_csv_atomic(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """scores.csv through a temporary file in the same folder, then a rename: never half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write_scores_csv(tmp, rows)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def format_metric(value: Any) -> str:
     if value is None:
         return "n/a"

@@ -14,7 +14,7 @@ from anomaly_kd.errors import UserError
 from anomaly_kd.models.reverse_distillation import ReverseDistillation, ReverseDistillationModel
 from anomaly_kd.models.reverse_distillation.anomaly_map import rd_anomaly_map
 from anomaly_kd.models.reverse_distillation.loss import reverse_distillation_loss
-from anomaly_kd.pipeline import check_image_size
+from anomaly_kd.config_checks import check_image_size
 from tests.models.model_helpers import assert_config_default, defect_contrast, train_steps
 
 # hq-deng/RD4AD main.py train() and test.py evaluation()
