@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-import anomaly_kd.console  # noqa: F401  (drops Lightning's expected every-run messages)
+from anomaly_kd.console import config_summary  # importing it drops Lightning's every-run adverts
 from anomaly_kd.callbacks.output_folder import folder_write_problem
 from anomaly_kd.callbacks.wandb_extras import log_run_config
 from anomaly_kd.config_checks import check_image_size, validate_config
@@ -67,6 +67,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig, job: JobState) -> dict[str, Any]:
     validate_config(cfg)
     output_dir = _output_folder(cfg, job)
+    log.info("%s", config_summary(cfg))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
