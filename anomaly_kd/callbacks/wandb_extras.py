@@ -28,8 +28,8 @@ import pytorch_lightning as pl
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from anomaly_kd.callbacks.overlays import overlay_panel
 from anomaly_kd.metrics.thresholds import finite_or_none
+from anomaly_kd.reporting.overlay_figure import overlay_panel
 
 log = logging.getLogger("anomaly_kd")
 
