@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from anomaly_kd.console import config_summary  # importing it drops Lightning's every-run adverts
@@ -30,9 +29,9 @@ from anomaly_kd.ddp_results import epochs_trained, prepare_handoff, take_handoff
 from anomaly_kd.errors import UserError
 from anomaly_kd.job import JobState, Terminated, disk_problem, job_command, job_overrides
 from anomaly_kd.reporting.results import (
-    device_name,
-    package_versions,
     results_table,
+    run_header,
+    run_provenance,
     write_json_atomic,
     write_scores_csv_atomic,
 )
@@ -84,10 +83,11 @@ def _run(cfg: DictConfig, job: JobState) -> dict[str, Any]:
     timing: dict[str, float] = {}
     trained = bool(cfg.get("train", True))
     resume_from = _fit(cfg, job, trainer, model, datamodule, timing) if trained else None
-    results = _identity(cfg, output_dir, model, epochs_trained(trainer, output_dir, trained))
+    results = run_header(cfg, output_dir, model.eval_resolution, epochs_trained(trainer, output_dir, trained))
     if cfg.get("test", True):
         _test(cfg, job, trainer, model, datamodule, trained, timing, results)
-    _finish(cfg, trainer, model, timing, resume_from, results)
+    summary = model.model_summary() if hasattr(model, "model_summary") else None
+    results.update(run_provenance(cfg, trainer, summary, timing, resume_from, job_command(), job_overrides()))
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "results.json", results)
         if "metrics" in results:
@@ -122,19 +122,6 @@ def _fit(cfg, job: JobState, trainer, model, datamodule, timing: dict) -> str | 
     return resume_from
 
 
-def _identity(cfg: DictConfig, output_dir: Path, model, epochs: int) -> dict[str, Any]:
-    return {
-        "status": "ok",
-        "model": cfg.model.get("name"),
-        "data": cfg.data.get("name"),
-        "category": str(cfg.category),
-        "seed": int(cfg.seed),
-        "output_dir": str(output_dir),
-        "epochs_trained": epochs,
-        "eval_resolution": model.eval_resolution,
-    }
-
-
 def _test(cfg, job: JobState, trainer, model, datamodule, trained: bool, timing: dict, results: dict) -> None:
     """Test the checkpoint the method's rule picked: metrics into ``results``, scores.csv written."""
     ckpt = checkpoint_to_test(cfg, trainer, trained)
@@ -154,26 +141,3 @@ def _test(cfg, job: JobState, trainer, model, datamodule, trained: bool, timing:
     timing["metric_seconds"] = model.test_results.get("metric_seconds")
     if trainer.is_global_zero:
         write_scores_csv_atomic(Path(results["output_dir"]) / "scores.csv", model.test_scores)
-
-
-def _finish(cfg, trainer, model, timing: dict, resume_from: str | None, results: dict) -> None:
-    """What reproduces this result: the command (overrides), the seed, the checkpoint resumed
-    from, and what decides float results on CPU (thread count) or GPU (deterministic algorithms)."""
-    if hasattr(model, "model_summary"):
-        results["model_summary"] = model.model_summary()
-    results["timing"] = timing
-    results["versions"] = package_versions()
-    results["command"] = job_command()
-    results["overrides"] = job_overrides()
-    results["resumed_from"] = resume_from
-    results["device"] = device_name(trainer.strategy.root_device)
-    results["precision"] = str(trainer.precision)
-    results["reproducibility"] = {
-        "seed": int(cfg.seed),
-        "deterministic": cfg.trainer.get("deterministic"),
-        "accelerator": cfg.trainer.get("accelerator"),
-        "precision": cfg.trainer.get("precision"),
-        "torch_threads": torch.get_num_threads(),
-    }
-    results["config"] = OmegaConf.to_container(cfg, resolve=True)
-
