@@ -197,7 +197,7 @@ class Bench:
 
     def _network(self, model: str):
         """One model per name for the inference and latency rows (built on first use)."""
-        from anomaly_kd.trainer_setup import build_model
+        from anomaly_kd.pipeline import build_model
 
         if model not in self.networks:
             self.networks.clear()  # free the previous model's memory

@@ -45,7 +45,7 @@ def _build(name: str, overrides: list[str], image_size: int):
     from hydra import compose, initialize_config_module
 
     from anomaly_kd.models import get_model_class
-    from anomaly_kd.trainer_setup import build_model
+    from anomaly_kd.pipeline import build_model
 
     get_model_class(name)  # ImportError here: the method is not there yet
     overrides = [f"model={name}", "model.pretrained=false", f"data.image_size={image_size}", *overrides]
