@@ -41,11 +41,11 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 
-from anomaly_kd.callbacks.overlays import overlay_panel
 from anomaly_kd.data.images import IMAGE_EXTENSIONS, image_size_of, image_tensor, list_images, load_rgb
 from anomaly_kd.errors import UserError, exit_on_user_error
 from anomaly_kd.inference import LoadedCheckpoint, load_checkpoint, require_checkpoint
 from anomaly_kd.metrics.thresholds import finite_or_none
+from anomaly_kd.reporting.overlay_figure import overlay_panel
 
 log = logging.getLogger("anomaly_kd.predict")
 

@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from anomaly_kd.reporting.sweep import build_tables, failure_summary, find_job_dirs
+from anomaly_kd.reporting.sweep_jobs import find_job_dirs
+from anomaly_kd.reporting.sweep_tables import build_tables, failure_summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from anomaly_kd.pipeline import JobInterrupted, run
+from anomaly_kd.job import JobInterrupted
+from anomaly_kd.pipeline import run
 from anomaly_kd.reporting.failures import (
     finish_experiment_loggers,
     handle_job_failure,

@@ -122,7 +122,7 @@ def test_model_backbone_alone_is_enough(model, tmp_path):
     """`model.backbone=efficientnet_lite0` without `model.layers` builds the model on its levels."""
     from omegaconf import OmegaConf
 
-    from anomaly_kd.pipeline import build_model
+    from anomaly_kd.trainer_setup import build_model
     from tests.helpers import compose_config
 
     default = compose_config([f"model={model}", "model.pretrained=false"], tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -32,8 +33,17 @@ def test_stfpm_end_to_end_writes_results_checkpoints_and_images(run_tiny, tmp_pa
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "checkpoints" / "best.ckpt").is_file()
     assert saved["tested_checkpoint"].endswith("best.ckpt")
-    pngs = sorted((out / "images").glob("*.png"))
-    assert 1 <= len(pngs) <= 4
+    # overlays (callbacks.overlays.max_images=4): the first 2 anomalous and 2 normal images in test
+    # order, named <k>_<defect>_<stem>.png, each with the predicted and true outlines drawn
+    with open(out / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    kept, counts = [], {"0": 0, "1": 0}
+    for row in rows:
+        if counts[row["label"]] < 2:
+            counts[row["label"]] += 1
+            kept.append("_".join(Path(row["path"]).with_suffix("").parts[-2:]))
+    expected = [f"{k:03d}_{stem}.png" for k, stem in enumerate(kept)]
+    assert sorted(p.name for p in (out / "images").iterdir()) == expected and len(expected) == 4
     assert (out / "scores.csv").read_text().count("\n") == 1 + metrics["n_images"]
     assert (out / "logs" / "metrics.csv").is_file()
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from anomaly_kd.config_checks import validate_config
 from anomaly_kd.errors import UserError
-from anomaly_kd.pipeline import validate_config
 from anomaly_kd.reporting.results import cpu_name, device_name
+from tests.helpers import compose_config
 
 
 def test_default_trainer_is_auto_float32_one_device(compose_cfg):
@@ -38,7 +39,7 @@ def test_device_name_of_the_cpu():
 def test_lightning_tip_advert_is_dropped_and_other_messages_stay(caplog):
     import logging
 
-    import anomaly_kd.pipeline  # noqa: F401  (installs the filter)
+    import anomaly_kd.console  # noqa: F401  (installs the filter)
     from pytorch_lightning.utilities import rank_zero_info
 
     with caplog.at_level(logging.INFO):
@@ -47,3 +48,13 @@ def test_lightning_tip_advert_is_dropped_and_other_messages_stay(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert "GPU available: False, used: False" in messages
     assert not any("Tip:" in m for m in messages)
+
+
+def test_config_summary_is_one_line_saying_what_how_and_where(tmp_path):
+    from anomaly_kd.console import config_summary
+
+    cfg = compose_config(["experiment=demo", "trainer.max_epochs=2"], tmp_path)
+    assert config_summary(cfg) == (f"stfpm (efficientnet_lite0) on textures/brick, seed 0 | 128 px, batch 32, "
+                                   f"auto 32-true | train 2 epochs then test | output: {tmp_path}")
+    cfg = compose_config(["train=false", "ckpt_path=/m.ckpt", "model=reverse_distillation"], tmp_path)
+    assert config_summary(cfg).split(" | ")[2] == "test only of /m.ckpt"

@@ -1,4 +1,8 @@
-"""PNG overlays of test images: image | ground truth | anomaly map, one file per image.
+"""PNG overlays of test images, one file per image (drawn by
+:func:`anomaly_kd.reporting.overlay_figure.overlay_figure`): the image; the image with the
+ground-truth outline and the outline of the region predicted anomalous at the validation pixel
+threshold (``pixel_threshold``, from validation normals); the anomaly map; the blend. The title
+gives the image score against the validation image threshold, the decision and the true label.
 
 All maps are scaled with ONE range, the minimum and maximum over the whole test set, so colours
 compare across images (a per-image normalisation makes every normal image look anomalous).
@@ -14,36 +18,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 
-
-def heatmap(values: np.ndarray) -> np.ndarray:
-    """[H, W] in [0, 1] -> [H, W, 3] uint8 with matplotlib's jet colormap."""
-    from matplotlib import colormaps
-
-    return (colormaps["jet"](np.clip(values, 0.0, 1.0))[..., :3] * 255).astype(np.uint8)
-
-
-def overlay_panel(image: np.ndarray, mask: np.ndarray | None, amap: np.ndarray) -> np.ndarray:
-    """image [H,W,3] float in [0,1], mask [H,W] binary or None, amap [H,W] in [0,1]."""
-    rgb = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    heat = heatmap(amap)
-    blend = (0.5 * rgb + 0.5 * heat).astype(np.uint8)
-    panels = [rgb]
-    if mask is not None:
-        gt = rgb.copy()
-        edge = mask.astype(bool)
-        gt[edge] = (0.5 * gt[edge] + 0.5 * np.array([255, 0, 0])).astype(np.uint8)
-        panels.append(gt)
-    panels += [heat, blend]
-    gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
-    row = [panels[0]]
-    for panel in panels[1:]:
-        row += [gap, panel]
-    return np.concatenate(row, axis=1)
+from anomaly_kd.metrics.thresholds import finite_or_none
+from anomaly_kd.reporting.overlay_figure import overlay_figure, overlay_title
 
 
 class OverlayWriter(pl.Callback):
@@ -85,6 +64,7 @@ class OverlayWriter(pl.Callback):
                     "mask": batch["mask"][i, 0].detach().cpu().numpy() if pl_module.has_masks else None,
                     "map": maps[i, 0].numpy(),
                     "path": batch["path"][i],
+                    "defect": str(batch["defect"][i]) if "defect" in batch else None,
                     "score": float(outputs["scores"][i]),
                 }
             )
@@ -115,13 +95,14 @@ class OverlayWriter(pl.Callback):
         if not self._kept or not trainer.is_global_zero:
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        span = max(self._high - self._low, 1e-12)
+        pixel_threshold = finite_or_none(getattr(pl_module, "pixel_threshold", None))
+        image_threshold = finite_or_none(getattr(pl_module, "image_threshold", None))
         for k, item in enumerate(self._kept):
-            amap = (item["map"] - self._low) / span
-            panel = overlay_panel(item["image"], item["mask"], amap)
             stem = "_".join(Path(str(item["path"])).with_suffix("").parts[-2:])
-            Image.fromarray(panel).save(self.dirpath / f"{k:03d}_{stem}.png")
+            title = overlay_title(item["score"], image_threshold, item["label"], item.get("defect"))
+            overlay_figure(self.dirpath / f"{k:03d}_{stem}.png", item["image"], item["mask"], item["map"],
+                           (self._low, self._high), pixel_threshold, title)
         pl_module.overlay_range = (self._low, self._high)
 
 
-__all__ = ["OverlayWriter", "heatmap", "overlay_panel"]
+__all__ = ["OverlayWriter"]

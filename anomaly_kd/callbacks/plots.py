@@ -107,8 +107,8 @@ def plot_score_histogram(scores, labels, path: str | Path, threshold: float | No
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold (val normals) {threshold:.4g}")
     ax.set(xlabel="image anomaly score", ylabel="test images", title="Image scores")
-    if scores.size or threshold is not None:
-        ax.legend()
+    if scores.size or threshold is not None:  # below the axes: inside, it covered the tallest bars
+        fig.legend(loc="outside lower center", ncol=3, fontsize="small", frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -9,9 +9,9 @@
   (``test/scores``), anomaly-map overlays as ``wandb.Image`` (``test/overlays``: image | ground
   truth | map | blend, one colour scale over the test set) and the test images with the
   ground-truth mask and the thresholded map as W&B masks (``test/masks``).
-- :func:`log_sweep_summary`: at the end of a sweep (``SweepReport``), one more run in the same
-  group, ``job_type=sweep-summary``, holding the results table (``results``), the failed jobs
-  (``failed_jobs``) and the mean rows in its summary.
+
+The sweep's own summary run (one more run in the same group, ``job_type=sweep-summary``) is
+:func:`anomaly_kd.reporting.wandb_sweep.log_sweep_summary`, called by the Hydra callback.
 
 Training curves come from Lightning itself (everything the model logs). The entry point finishes
 the W&B run after each job, so every job of a sweep has its own run.
@@ -28,8 +28,8 @@ import pytorch_lightning as pl
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from anomaly_kd.callbacks.overlays import overlay_panel
 from anomaly_kd.metrics.thresholds import finite_or_none
+from anomaly_kd.reporting.overlay_figure import overlay_panel
 
 log = logging.getLogger("anomaly_kd")
 
@@ -158,68 +158,4 @@ class WandbExtras(pl.Callback):
         return {"test/overlays": overlays, "test/masks": masked}
 
 
-def _select(config, key: str) -> Any:
-    try:
-        return _plain(OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False))
-    except Exception:
-        return None
-
-
-def log_sweep_summary(config, tables) -> str | None:
-    """One W&B run (``job_type=sweep-summary``) with the sweep's results table; returns its id."""
-    import wandb
-
-    from anomaly_kd.reporting.paper_values import source_note
-    from anomaly_kd.reporting.sweep import METRICS, _relative, format_rows, table_paper_columns
-
-    sweep_dir = Path(tables.sweep_dir)
-    group = _select(config, "logger.wandb.group") or sweep_dir.name
-    tags = [str(t) for t in (_select(config, "logger.wandb.tags") or [])] + ["sweep-summary"]
-    offline = bool(_select(config, "logger.wandb.offline"))
-    rows = format_rows(tables.rows)
-    papers = table_paper_columns(tables.rows)
-    # each published column <metric>_paper_<source>: who published it and how it was computed
-    paper_sources = {source: source_note(source) for source in dict.fromkeys(s for _, s in papers)}
-    run = wandb.init(
-        project=_select(config, "logger.wandb.project") or "anomaly_kd",
-        entity=_select(config, "logger.wandb.entity"),
-        group=str(group),
-        job_type="sweep-summary",
-        name=f"{group}-summary",
-        tags=tags,
-        dir=str(sweep_dir),
-        mode="offline" if offline else None,
-        config={"sweep_dir": str(sweep_dir.resolve()), "n_jobs": len(tables.jobs), "n_failed": len(tables.failed),
-                "paper_sources": paper_sources},
-    )
-    try:
-        payload: dict[str, Any] = {}
-        if rows:
-            columns = list(rows[0])
-            payload["results"] = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
-        if tables.failed:
-            columns = ["model", "data", "category", "seed", "status", "error", "folder"]
-            payload["failed_jobs"] = wandb.Table(columns=columns, data=[
-                [j.model, j.data, j.category, j.seed, j.status, j.error, _relative(j.path, sweep_dir)]
-                for j in tables.failed
-            ])
-        if payload:
-            run.log(payload)
-        summary: dict[str, Any] = {"n_jobs": len(tables.jobs), "n_failed": len(tables.failed)}
-        for row in tables.rows:
-            if not row.is_mean:
-                continue
-            prefix = "/".join(str(p) for p in (row.model, row.data, row.variant) if p)
-            for metric in METRICS:
-                if row.mean.get(metric) is not None:
-                    summary[f"{prefix}/mean/{metric}"] = row.mean[metric]
-            for key, value in row.paper.items():  # <metric>_paper_<source>, sources in the config
-                if value is not None:
-                    summary[f"{prefix}/mean/{key}"] = value
-        run.summary.update(summary)
-        return run.id
-    finally:
-        run.finish(exit_code=1 if tables.failed else 0)
-
-
-__all__ = ["WandbExtras", "WandbRunLogger", "log_run_config", "log_sweep_summary", "sweep_name", "wandb_loggers"]
+__all__ = ["WandbExtras", "WandbRunLogger", "log_run_config", "sweep_name", "wandb_loggers"]

@@ -2,13 +2,14 @@
 
 :func:`write_failed_results` writes ``{"status": "failed", "error": <one line>, ...}`` with the
 same identifying keys as a successful run (model, data, category, seed, output_dir, config), so
-that the sweep tables (:mod:`anomaly_kd.reporting.sweep`) list the job as failed with its error.
+that the sweep tables (:mod:`anomaly_kd.reporting.sweep_tables`) list the job as failed with its error.
 A finished run's results (``status: ok``) are never replaced: a later failure in the same folder
 (a re-test, a resumed job that is interrupted again) goes to ``results.failed.json`` beside them.
 :func:`handle_job_failure` is what the entry point calls on any exception:
 
 - in a multirun (``-m``) it records the failure and returns, so the launcher goes on with the
-  next job; the sweep exits non-zero at the end (:class:`~anomaly_kd.reporting.sweep.SweepReport`);
+  next job; the sweep exits non-zero at the end
+  (:class:`~anomaly_kd.reporting.sweep_report.SweepReport`);
 - in a single run it records the failure and exits: status 2 for a :class:`UserError` (one line,
   no traceback), 1 for anything else (traceback, then the one line). The last line on stderr is
   always ``error: <message>``.

@@ -79,6 +79,49 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def run_header(cfg: Any, output_dir: Path, eval_resolution: str, epochs_trained: int) -> dict[str, Any]:
+    """The first keys of results.json: what ran, where its files are."""
+    return {
+        "status": "ok",
+        "model": cfg.model.get("name"),
+        "data": cfg.data.get("name"),
+        "category": str(cfg.category),
+        "seed": int(cfg.seed),
+        "output_dir": str(output_dir),
+        "epochs_trained": epochs_trained,
+        "eval_resolution": eval_resolution,
+    }
+
+
+def run_provenance(cfg: Any, trainer: Any, model_summary: dict | None, timing: dict, resumed_from: str | None,
+                   command: str, overrides: list[str] | None) -> dict[str, Any]:
+    """The last keys of results.json: what reproduces this result: the command (overrides), the
+    seed, the checkpoint resumed from, and what decides float results on CPU (thread count) or GPU
+    (deterministic algorithms)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    record: dict[str, Any] = {} if model_summary is None else {"model_summary": model_summary}
+    record.update({
+        "timing": timing,
+        "versions": package_versions(),
+        "command": command,
+        "overrides": overrides,
+        "resumed_from": resumed_from,
+        "device": device_name(trainer.strategy.root_device),
+        "precision": str(trainer.precision),
+        "reproducibility": {
+            "seed": int(cfg.seed),
+            "deterministic": cfg.trainer.get("deterministic"),
+            "accelerator": cfg.trainer.get("accelerator"),
+            "precision": cfg.trainer.get("precision"),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    })
+    return record
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     """Write JSON to a temporary file in the same folder, then rename: never half-written."""
     path = Path(path)
@@ -104,6 +147,19 @@ def write_scores_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Pat
         writer = csv.DictWriter(handle, fieldnames=["path", "defect", "label", "score"])
         writer.writeheader()
         writer.writerows(rows)
+    return path
+
+
+def write_scores_csv_atomic(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """scores.csv through a temporary file in the same folder, then a rename: never half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write_scores_csv(tmp, rows)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

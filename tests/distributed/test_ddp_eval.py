@@ -74,7 +74,7 @@ def test_ddp_spawn_validation_counts_each_normal_once(odd_mvtec, single):
     process's, i.e. the repeat is dropped."""
     import pytorch_lightning as pl
 
-    from anomaly_kd.pipeline import build_datamodule, build_model
+    from anomaly_kd.trainer_setup import build_datamodule, build_model
 
     cfg = compose_config(_overrides(odd_mvtec), Path(single["output_dir"]).parent / "validate")
     results = {}
@@ -111,7 +111,7 @@ def test_ddp_spawn_uninformed_students_validation_counts_each_normal_once(odd_mv
     validation normal repeated as padding) they, and the thresholds, equal one process's."""
     import pytorch_lightning as pl
 
-    from anomaly_kd.pipeline import build_datamodule, build_model
+    from anomaly_kd.trainer_setup import build_datamodule, build_model
 
     tiny = ["model=uninformed_students", "data.image_size=24", "model.patch_sizes=[17]", "model.n_students=2",
             "model.crop=8", "model.teacher_iterations=2", "model.teacher_batch_size=8",

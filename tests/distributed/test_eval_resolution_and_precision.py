@@ -42,7 +42,7 @@ def native_folder(tmp_path_factory) -> Path:
 
 
 def test_eval_resolution_is_validated(tmp_path):
-    from anomaly_kd.pipeline import validate_config
+    from anomaly_kd.config_checks import validate_config
 
     cfg = compose_config(["eval_resolution=full"], tmp_path)
     with pytest.raises(UserError, match="eval_resolution='full'"):
@@ -54,7 +54,7 @@ def test_eval_resolution_is_validated(tmp_path):
 def test_native_resolution_equals_metrics_by_hand(native_folder, tmp_path):
     from anomaly_kd.data.images import load_mask
     from anomaly_kd.metrics import aupro, dice, pixel_auroc
-    from anomaly_kd.pipeline import build_datamodule, build_model
+    from anomaly_kd.trainer_setup import build_datamodule, build_model
 
     results = _run(native_folder, tmp_path / "native", "eval_resolution=native")
     saved = json.loads((tmp_path / "native" / "results.json").read_text())
@@ -153,7 +153,7 @@ class _Recorder(pl.Callback):
 
 @pytest.mark.slow
 def test_bf16_mixed_training_runs_the_student_in_bfloat16_with_finite_losses(fp32_run, tmp_path):
-    from anomaly_kd.pipeline import build_datamodule, build_model, build_trainer
+    from anomaly_kd.trainer_setup import build_datamodule, build_model, build_trainer
 
     cfg = compose_config(_overrides(fp32_run["root"], "trainer.max_epochs=2", "trainer.precision=bf16-mixed"),
                          tmp_path / "bf16")

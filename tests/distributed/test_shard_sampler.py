@@ -42,7 +42,7 @@ def test_empty_set_gives_empty_shards():
 
 
 def test_datamodule_shards_val_and_test_under_ddp_only(tiny_mvtec, tmp_path):
-    from anomaly_kd.pipeline import build_datamodule
+    from anomaly_kd.trainer_setup import build_datamodule
 
     cfg = compose_config(["data=mvtec", "category=widget", f"paths.data_dir={tiny_mvtec}", "data.image_size=32",
                           "data.batch_size=3"], tmp_path)

@@ -72,6 +72,18 @@ def defect_contrast(model, texture: Texture) -> tuple[torch.Tensor, float, float
     return maps, float(inside / maps[:, 0][:, ~mask].mean()), float(inside / clean_maps[:, 0][:, mask].mean())
 
 
+def assert_learns_planted_defect(model, texture: Texture, n_batches: int, min_ratio: float) -> torch.Tensor:
+    """The loss falls on a fixed batch; after ``n_batches`` of fresh normal crops the map is higher
+    on a planted defect than off it and than on the same region of the clean crops. The maps."""
+    losses = train_steps(model, [texture.normal_batches(1, 4)[0]] * 4)  # a fixed batch
+    assert losses[-1] < losses[0]
+    train_steps(model, texture.normal_batches(n_batches, 8))  # fresh normal crops
+    maps, off_ratio, clean_ratio = defect_contrast(model, texture)
+    assert (maps >= 0).all()
+    assert off_ratio > min_ratio and clean_ratio > min_ratio
+    return maps
+
+
 def assert_config_default(cfg, cls, key: str, value) -> None:
     """The composed config holds ``value`` at ``key``; for a ``model.`` key the LightningModule
     class's own constructor default agrees with it (a tuple default compares as a list)."""

@@ -155,7 +155,7 @@ def test_nonsense_values_are_rejected_before_training(cli, make_root, tmp_path, 
 # tests/models/test_uninformed_students_nets.py), so it has no size to reject.
 @pytest.mark.parametrize("model", [m for m in all_models() if m != "uninformed_students"])
 def test_image_size_not_divisible_by_the_model_stride(cli, compose_cfg, make_root, tmp_path, no_training, model):
-    from anomaly_kd.pipeline import build_model
+    from anomaly_kd.trainer_setup import build_model
 
     cfg = compose_cfg([f"model={model}", "model.pretrained=false", *TINY_MODEL_OVERRIDES.get(model, [])])
     multiple = int(getattr(build_model(cfg), "input_multiple", 1))

@@ -12,7 +12,9 @@ import pytest
 
 from anomaly_kd.reporting import paper_values
 from anomaly_kd.reporting.results import write_json_atomic
-from anomaly_kd.reporting.sweep import MVTEC_ALL, build_tables, collect_jobs
+from anomaly_kd.reporting.sweep_jobs import collect_jobs
+from anomaly_kd.reporting.sweep_rows import MVTEC_ALL
+from anomaly_kd.reporting.sweep_tables import build_tables
 from tests.reporting.sweep_helpers import cli
 
 
@@ -211,7 +213,7 @@ def test_wandb_sweep_summary_carries_published_values_and_their_sources(tmp_path
 
     from omegaconf import OmegaConf
 
-    from anomaly_kd.callbacks.wandb_extras import log_sweep_summary
+    from anomaly_kd.reporting.wandb_sweep import log_sweep_summary
 
     calls = {}
 

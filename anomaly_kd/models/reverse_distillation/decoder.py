@@ -37,6 +37,17 @@ def deconv2x2(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False)
 
 
+def resnet_init(module: nn.Module) -> None:
+    """The authors' ``ResNet.__init__`` init, in module order: ``kaiming_normal_(fan_out, relu)``
+    for each ``nn.Conv2d`` (not ``nn.ConvTranspose2d``, as in their code), 1 and 0 for BatchNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+
+
 class UpBasicBlock(nn.Module):
     """``de_resnet.BasicBlock``: conv1 (deconv2x2 when upsampling, else 3x3), BN, ReLU, 3x3, BN, + shortcut, ReLU."""
 
@@ -106,12 +117,7 @@ class Decoder(nn.Module):
         for name, out_channels, n_blocks in zip(("layer1", "layer2", "layer3"), (c3, c2, c1), blocks):
             setattr(self, name, self._make_stage(block_cls, width, out_channels, n_blocks, base_width))
             width = out_channels
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # not nn.ConvTranspose2d, as in the authors' code
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        resnet_init(self)
 
     @staticmethod
     def _make_stage(block, in_channels: int, out_channels: int, n_blocks: int, base_width: int) -> nn.Sequential:

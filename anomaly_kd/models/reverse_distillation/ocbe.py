@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from anomaly_kd.models.reverse_distillation.decoder import resnet_init
+
 BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
@@ -53,12 +55,7 @@ class OCBE(nn.Module):
         self.conv3 = conv3x3(c2, c3, 2)
         self.bn3 = nn.BatchNorm2d(c3)
         self.bn_layer = self._make_stage(BLOCKS[block], 3 * c3, self.out_channels, n_blocks, base_width)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        resnet_init(self)
 
     @staticmethod
     def _make_stage(block, in_channels: int, out_channels: int, n_blocks: int, base_width: int) -> nn.Sequential:

@@ -218,11 +218,14 @@ class UninformedStudents(AnomalyModule):
         maps = combine_scales(errors, variances, stats, self.hparams.score)
         scores = maps.flatten(1).amax(dim=1)
         self.calibrate(maps, scores)
+        # one value per epoch over every validation normal (logged once, so the value is the same):
+        # batch_size given, as everywhere else, so that Lightning never looks into a batch for it
+        logged = dict(sync_dist=False, batch_size=len(scores))
         for s, p in enumerate(self.model.patch_sizes):
-            self.log(f"val/e_mean_p{p}", float(stats[s, 0]), sync_dist=False)
-            self.log(f"val/v_mean_p{p}", float(stats[s, 2]), sync_dist=False)
-        self.log("val/map_mean", maps.mean().item(), sync_dist=False)
-        self.log("val/score_mean", scores.mean().item(), sync_dist=False)
+            self.log(f"val/e_mean_p{p}", float(stats[s, 0]), **logged)
+            self.log(f"val/v_mean_p{p}", float(stats[s, 2]), **logged)
+        self.log("val/map_mean", maps.mean().item(), **logged)
+        self.log("val/score_mean", scores.mean().item(), **logged)
 
     # ---------------------------------------------------------------- maps
     def anomaly_map(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
