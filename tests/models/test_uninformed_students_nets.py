@@ -193,3 +193,22 @@ def test_benchmark_worker_smoke():
     assert dense["max_abs_diff_e_v"] < 1e-4 and naive["seconds"] > naive["seconds_measured"] > 0
     (naive_macs, dense_macs) = bench.mac_counts([17], 2, 10)[17]
     assert naive_macs == 3 * 81_158_144 * 100 and dense_macs == 3 * PatchNet(17).macs_dense(10, 10)
+
+
+def test_training_step_benchmark_smoke():
+    """benchmarks/us_training_step.py helpers on a tiny case (the benchmark itself is not a test)."""
+    import importlib.util
+
+    from tests.helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("us_training_step", REPO / "benchmarks" / "us_training_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for p in PATCH_SIZES:
+        net = _net(p, seed=7)
+        assert sum(bench.layer_macs(net, 6)) == net.macs_dense(6, 6)
+        window = net.pad(net.normalize(torch.rand(1, 3, 6, 6)))
+        target = torch.randn(1, 128, 6, 6)
+        s2b, dilated = (bench.step(net, m, window, target) for m in ("s2b", "dilated"))
+        assert bench.rel_diff(s2b["out"], dilated["out"]) < 1e-5
+        assert max(bench.rel_diff(a, b) for a, b in zip(s2b["grads"], dilated["grads"])) < 1e-5
