@@ -2,7 +2,8 @@
 
 For each receptive field p: ONE student on ONE size x size image (default 256, its zero-padded
 window as in training), forward (``dense_valid``) and backward of the student loss against a
-random target, timed separately, in the same process back to back (alternating, ``--repeats`` times, the fastest kept) for
+random target, timed separately, in the same process back to back (alternating, ``--repeats``
+times, the fastest kept) for
 
 - ``dilated``: ``PatchNet.dense_valid_dilated`` (dilated pools and convolutions; the form used
   before space-to-batch), and
@@ -108,7 +109,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--patch-sizes", type=int, nargs="+", default=[17, 33, 65])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=1, help="alternate the methods this many times, keep each one's fastest")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="alternate the methods this many times, keep each one's fastest"
+    )
     parser.add_argument("--skip-dilated", action="store_true", help="time only the space-to-batch form")
     parser.add_argument("--full-step", action="store_true")
     args = parser.parse_args()
