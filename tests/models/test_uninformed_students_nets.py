@@ -91,6 +91,51 @@ def test_dense_equals_patchwise(p, size):
     assert torch.allclose(dense, reference, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("p", PATCH_SIZES)
+@pytest.mark.parametrize("size", [(1, 9, 8), (2, 8, 7), (1, 21, 16)])  # odd/even, sizes not multiples of the stride
+def test_space_to_batch_equals_dilated_outputs_and_gradients(p, size):
+    """dense_valid (space-to-batch) == dense_valid_dilated (the dilated form): outputs, weight
+    gradients and input gradients, to float round-off; ties of the max-pools included (the
+    zero-padded border is constant, so its pooled neighbours tie)."""
+    b, h, w = size
+    net = _net(p, seed=4)
+    rf = net.receptive_field
+    torch.manual_seed(5)
+    images = torch.rand(b, 3, h, w)
+    window = net.pad(net.normalize(images))  # border of equal values: max-pool ties
+    window = torch.cat([window, torch.randn(b, 3, h + rf - 1, w + rf - 1)])  # and a generic case
+    target = torch.randn(2 * b, 128, h, w)
+    results = []
+    for run in (net.dense_valid, net.dense_valid_dilated):
+        net.zero_grad(set_to_none=True)
+        x = window.clone().requires_grad_(True)
+        out = run(x)
+        ((out - target) ** 2).sum(dim=1).mean().backward()
+        results.append((out.detach(), x.grad, [q.grad for q in net.parameters()]))
+    (out, x_grad, grads), (ref, ref_x_grad, ref_grads) = results
+    assert out.shape == ref.shape == (2 * b, 128, h, w)
+
+    def close(a, r):
+        return (a - r).abs().max() <= 1e-5 * r.abs().max()
+
+    assert close(out, ref) and close(x_grad, ref_x_grad)
+    assert all(close(g, r) for g, r in zip(grads, ref_grads))
+
+
+def test_space_to_batch_equals_patchwise_on_a_crop_window():
+    """The training path (crop windows -> dense_valid) against the patch network itself."""
+    for p in (33, 65):
+        net = _net(p, seed=6)
+        images = torch.rand(1, 3, 11, 13)
+        reference = _patchwise(net, images)
+        with torch.no_grad():
+            assert torch.allclose(net.dense(images), reference, atol=1e-5, rtol=0)
+            windows = net.pad(net.normalize(images))[..., 2 : 2 + 5 + net.receptive_field - 1, 3:]
+            assert torch.allclose(net.dense_valid(windows), reference[..., 2:7, 3:], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError):
+        net.dense_valid(torch.zeros(1, 3, net.receptive_field - 1, net.receptive_field))
+
+
 def test_dilated_pool_matches_max_pool2d():
     x = torch.randn(2, 4, 13, 10)
     for d in (1, 2, 4):
@@ -148,3 +193,22 @@ def test_benchmark_worker_smoke():
     assert dense["max_abs_diff_e_v"] < 1e-4 and naive["seconds"] > naive["seconds_measured"] > 0
     (naive_macs, dense_macs) = bench.mac_counts([17], 2, 10)[17]
     assert naive_macs == 3 * 81_158_144 * 100 and dense_macs == 3 * PatchNet(17).macs_dense(10, 10)
+
+
+def test_training_step_benchmark_smoke():
+    """benchmarks/us_training_step.py helpers on a tiny case (the benchmark itself is not a test)."""
+    import importlib.util
+
+    from tests.helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("us_training_step", REPO / "benchmarks" / "us_training_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for p in PATCH_SIZES:
+        net = _net(p, seed=7)
+        assert sum(bench.layer_macs(net, 6)) == net.macs_dense(6, 6)
+        window = net.pad(net.normalize(torch.rand(1, 3, 6, 6)))
+        target = torch.randn(1, 128, 6, 6)
+        s2b, dilated = (bench.step(net, m, window, target) for m in ("s2b", "dilated"))
+        assert bench.rel_diff(s2b["out"], dilated["out"]) < 1e-5
+        assert max(bench.rel_diff(a, b) for a, b in zip(s2b["grads"], dilated["grads"])) < 1e-5

@@ -26,8 +26,22 @@ and its last p - RF rows/columns do not influence the descriptor.
 Dense form (``PatchNet.dense``): every pooling becomes a 2x2 max-pool with stride 1 and dilation
 equal to the product of the earlier strides, and every later convolution gets that dilation.
 Output (r, c) then equals the patch network applied to the window whose top-left corner is
-(r, c) -- exactly, not approximately -- for any image size (no multiple-of-stride padding is
-needed, unlike the FDFE multi-pool/unwrap form, which computes the same numbers).
+(r, c) -- exactly, not approximately -- for any image size.
+
+How it is computed (``dense_valid``): space-to-batch, i.e. Bergmann et al.'s "fast dense"
+multi-pool/unwrap trick. A layer with dilation s only combines positions that are congruent
+modulo s, so the map is split into its s x s interleaved sub-grids (phase (i, j) = rows i, i+s,
+..., columns j, j+s, ...), stacked in the batch dimension, and every layer runs UNDILATED on them
+(a stride-1 pool, then each sub-grid split again into 2 x 2 for the next stride); the sub-grids
+are interleaved back at the end. The same sums and maxima as the dilated form: equal to float
+round-off (the convolution kernels may add in another order). Why: on CPU the input-gradient of
+PyTorch's dilated convolutions (oneDNN) collapses on large maps -- the p = 33 descriptor layer
+(4x4, 256 -> 128, dilation 4, 256 x 256 output) took 113 s for its backward on one core, 0.6 s
+undilated -- which made dense student training ~5 minutes per image (benchmarks/README.md,
+"Uninformed Students training step"). To keep every sub-grid the same size, the map is padded at
+its end (bottom, right) to a multiple of the stride; what those padded rows feed lies past the
+valid output and is cropped. ``dense_valid_dilated`` keeps the dilated form, the reference of
+the tests.
 """
 
 from __future__ import annotations
@@ -140,8 +154,46 @@ class PatchNet(nn.Module):
 
     def dense_valid(self, normalized: torch.Tensor) -> torch.Tensor:
         """Dense output without padding: ``[B, 3, H', W']`` -> ``[B, d, H'-RF+1, W'-RF+1]``,
-        output (r, c) = ``forward`` of the window with top-left corner (r, c)."""
+        output (r, c) = ``forward`` of the window with top-left corner (r, c). Computed in
+        space-to-batch form (module docstring); the numbers of :meth:`dense_valid_dilated`."""
+        return self._run_space_to_batch(normalized)
+
+    def dense_valid_dilated(self, normalized: torch.Tensor) -> torch.Tensor:
+        """:meth:`dense_valid` with dilated pools and convolutions on the full map (the reference
+        form; its convolution backward is very slow on CPU for large maps)."""
         return self._run(normalized, dense=True)
+
+    def _run_space_to_batch(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        out_h, out_w = height - self.receptive_field + 1, width - self.receptive_field + 1
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"input {height}x{width} is smaller than the receptive field {self.receptive_field}")
+        stride = 1  # x is [B * stride^2, C, h, w]; phase (i, j) at batch index (b, i, j) = row i + stride * m
+        convs, last = iter(self.convs), len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if layer.kind == "conv":
+                conv = next(convs)
+                x = F.conv2d(x, conv.weight, conv.bias)
+                if i != last:
+                    x = F.leaky_relu(x, LEAKY_SLOPE)
+                continue
+            x = dilated_max_pool2x2(x, 1)  # = the full map's pool of dilation ``stride``
+            # pad each sub-grid to an even size (rows past the valid output), split it 2 x 2
+            h, w = x.shape[-2:]
+            if h % 2 or w % 2:
+                x = F.pad(x, (0, w % 2, 0, h % 2))
+                h, w = h + h % 2, w + w % 2
+            c = x.shape[1]
+            # [B, si, sj, C, h/2, a, w/2, b] -> [B, a, si, b, sj, C, h/2, w/2]: new phase a * s + i
+            x = x.reshape(batch, stride, stride, c, h // 2, 2, w // 2, 2)
+            x = x.permute(0, 5, 1, 7, 2, 3, 4, 6)
+            stride *= 2
+            x = x.reshape(batch * stride * stride, c, h // 2, w // 2)
+        if stride > 1:  # interleave the sub-grids back: [B, si, sj, C, h, w] -> [B, C, h, si, w, sj]
+            c, h, w = x.shape[1:]
+            x = x.reshape(batch, stride, stride, c, h, w).permute(0, 3, 4, 1, 5, 2)
+            x = x.reshape(batch, c, h * stride, w * stride)
+        return x[..., :out_h, :out_w]
 
     def _run(self, x: torch.Tensor, dense: bool) -> torch.Tensor:
         dilation, convs = 1, iter(self.convs)
