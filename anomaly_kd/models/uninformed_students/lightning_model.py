@@ -54,7 +54,7 @@ class UninformedStudents(AnomalyModule):
         teacher_path: str | Sequence[str] | None = None,
         teacher_dir: str = "data/teachers",
         teacher_data: str = "skimage",
-        kd_backbone: str = "efficientnet_lite0",
+        backbone: str = "efficientnet_lite0",  # the distillation target (model.backbone, as every method)
         pretrained: bool = True,
         weights_path: str | None = None,
         teacher_iterations: int = 50_000,
@@ -73,9 +73,12 @@ class UninformedStudents(AnomalyModule):
         kd_input_size: int | None = None,
         threshold_quantile: float = 0.99,
         fpr_limit: float = 0.3,
+        kd_backbone: str | None = None,  # the former name of `backbone` (older configs and checkpoints); wins when given
     ):
         super().__init__(threshold_quantile=threshold_quantile, fpr_limit=fpr_limit)
         self.save_hyperparameters()
+        if kd_backbone is not None:
+            self.hparams.backbone = kd_backbone
         if compactness_over not in COMPACTNESS_OVER:
             raise UserError(f"model.compactness_over={compactness_over} must be one of {', '.join(COMPACTNESS_OVER)}.")
         if score not in SCORES:
@@ -94,7 +97,7 @@ class UninformedStudents(AnomalyModule):
     def pretrain_config(self) -> PretrainConfig:
         hp = self.hparams
         return PretrainConfig(
-            descriptor_dim=hp.descriptor_dim, backbone=hp.kd_backbone, pretrained=hp.pretrained,
+            descriptor_dim=hp.descriptor_dim, backbone=hp.backbone, pretrained=hp.pretrained,
             weights_path=hp.weights_path, data=str(hp.teacher_data), iterations=hp.teacher_iterations,
             batch_size=hp.teacher_batch_size, lr=hp.teacher_lr, weight_decay=hp.teacher_weight_decay,
             lambda_k=hp.lambda_k, lambda_m=hp.lambda_m, lambda_c=hp.lambda_c, margin=hp.triplet_margin,

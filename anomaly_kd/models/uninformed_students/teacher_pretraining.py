@@ -180,7 +180,7 @@ class DistillationTarget(nn.Module):
         super().__init__()
         if cfg.backbone not in KD_LAYERS:
             raise UserError(
-                f"model.kd_backbone={cfg.backbone} is not supported: choose one of {sorted(KD_LAYERS)}."
+                f"model.backbone={cfg.backbone} is not a distillation target of Uninformed Students: choose one of {sorted(KD_LAYERS)}."
             )
         self.net = create_feature_extractor(
             cfg.backbone, [KD_LAYERS[cfg.backbone]], cfg.pretrained, cfg.weights_path, frozen=True
