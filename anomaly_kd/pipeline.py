@@ -35,8 +35,8 @@ from anomaly_kd.reporting.results import (
     write_json_atomic,
     write_scores_csv_atomic,
 )
-from anomaly_kd.trainer_setup import build_datamodule, build_model, build_trainer, checkpoint_to_test
-from anomaly_kd.trainer_setup import resolve_checkpoint
+from anomaly_kd.trainer_setup import apply_channels_last, build_datamodule, build_model, build_trainer
+from anomaly_kd.trainer_setup import checkpoint_to_test, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ def _run(cfg: DictConfig, job: JobState) -> dict[str, Any]:
     model.image_size = int(cfg.data.image_size)  # stored in checkpoints for export/predict
     check_image_size(model, int(cfg.data.image_size))
     trainer = build_trainer(cfg, model, output_dir)
+    apply_channels_last(cfg, model, trainer)
     log_run_config(trainer, cfg)  # W&B: the resolved config of this job (no-op for other loggers)
 
     timing: dict[str, float] = {}

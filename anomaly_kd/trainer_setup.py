@@ -32,7 +32,7 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 
 def build_model(cfg: DictConfig) -> pl.LightningModule:
-    model_cfg = _without(cfg.model, "name", "compile")
+    model_cfg = _without(cfg.model, "name", "compile", "channels_last")
     model_cfg.fpr_limit = float(cfg.get("fpr_limit", 0.3))
     try:
         model = instantiate(model_cfg, _convert_="all")
@@ -46,6 +46,19 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
     if cfg.model.get("compile", False):
         model.compile_networks()  # torch.compile of each network, in place (checkpoint keys unchanged)
     return model
+
+
+def apply_channels_last(cfg: DictConfig, model: pl.LightningModule, trainer: pl.Trainer) -> bool:
+    """``model.channels_last``: true / false, or auto (the default) = on where it was measured to
+    pay, the CPU (benchmarks/channels_last.py: 1.4-1.8x per training step), off on GPUs until a
+    measurement there says otherwise. Returns whether it is on."""
+    mode = cfg.model.get("channels_last", "auto")
+    if mode not in (True, False, "auto"):
+        raise UserError(f"model.channels_last={mode} must be true, false or auto.")
+    on = trainer.strategy.root_device.type == "cpu" if mode == "auto" else bool(mode)
+    if on:
+        model.use_channels_last()
+    return on
 
 
 def build_trainer(cfg: DictConfig, model: pl.LightningModule, output_dir: Path) -> pl.Trainer:

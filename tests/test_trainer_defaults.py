@@ -58,3 +58,32 @@ def test_config_summary_is_one_line_saying_what_how_and_where(tmp_path):
                                    f"auto 32-true | train 2 epochs then test | output: {tmp_path}")
     cfg = compose_config(["train=false", "ckpt_path=/m.ckpt", "model=reverse_distillation"], tmp_path)
     assert config_summary(cfg).split(" | ")[2] == "test only of /m.ckpt"
+
+
+def test_channels_last_gives_the_same_maps_and_is_on_for_the_cpu_by_default(compose_cfg, tmp_path):
+    """model.channels_last: the same maths on NHWC kernels (maps to float round-off); auto = on
+    for the CPU (where benchmarks/channels_last.py measured it to pay), false keeps NCHW."""
+    import pytorch_lightning as pl
+    import torch
+
+    from anomaly_kd.trainer_setup import apply_channels_last, build_model
+
+    cfg = compose_cfg(["model=stfpm", "model.pretrained=false", "trainer=cpu"])
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    torch.manual_seed(0)
+    plain = build_model(cfg).eval()
+    torch.manual_seed(0)
+    nhwc = build_model(cfg).eval()
+    assert cfg.model.channels_last == "auto" and apply_channels_last(cfg, nhwc, trainer) is True
+    conv = nhwc.model.student.body["stem"][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    batch = nhwc.on_after_batch_transfer({"image": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)}, 0)
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected, expected_scores = plain.anomaly_map(batch["image"].contiguous())
+        maps, scores = nhwc.anomaly_map(batch["image"])
+    torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scores, expected_scores, rtol=1e-5, atol=1e-6)
+    cfg.model.channels_last = False
+    assert apply_channels_last(cfg, plain, trainer) is False
+    assert plain.model.student.body["stem"][0].weight.is_contiguous()

@@ -16,9 +16,11 @@ def _datamodule(root, size: int, batch: int, random_transforms: bool = False, va
     return dm
 
 
-def _train(model_cls, root, size: int, batch: int, n_train: int, epochs: int = 2, **kw):
+def _train(model_cls, root, size: int, batch: int, n_train: int, epochs: int = 2, channels_last: bool = False, **kw):
     torch.manual_seed(0)
     model = model_cls(pretrained=False, **kw)
+    if channels_last:
+        model.use_channels_last()
     calls = []
     model.model.teacher.register_forward_hook(lambda *_: calls.append(model.current_epoch))
     trainer = pl.Trainer(
@@ -45,6 +47,10 @@ def _models():
     # other batch compositions than the recomputed ones); RD4AD (slower): 2 images, one batch
     return [
         pytest.param(STFPM, {"layers": ["layer1", "layer2"], "size": 16, "batch": 3, "n_train": 8}, id="stfpm"),
+        # channels_last: cached features come back in the layout the teacher gives, so the loss
+        # reduces in the same order whether a batch was cached or not (bit-equal weights again)
+        pytest.param(STFPM, {"layers": ["layer1", "layer2"], "size": 16, "batch": 3, "n_train": 8,
+                             "channels_last": True}, id="stfpm_channels_last"),
         pytest.param(ReverseDistillation, {"backbone": "resnet18", "size": 32, "batch": 2, "n_train": 2},
                      id="reverse_distillation"),
     ]
@@ -90,6 +96,10 @@ def test_float16_store_rounds_the_features_every_epoch():
     assert all(torch.equal(f, e) for f, e in zip(first, expected))
     assert all(torch.equal(f, e[[1, 3]]) for f, e in zip(again, expected))
     assert cache.store[0].dtype == torch.float16 and cache.nbytes_for(first) == 4 * (75 + 25) * 2
+    nhwc = TeacherFeatureCache(4, torch.float16)
+    nhwc.features(index, images.contiguous(memory_format=torch.channels_last), teacher)
+    hit = nhwc.features(index, images, lambda x: pytest.fail("teacher called again"))
+    assert hit[0].is_contiguous(memory_format=torch.channels_last) and not hit[0].is_contiguous()
     exact = TeacherFeatureCache(4)
     assert all(torch.equal(f, e) for f, e in zip(exact.features(index, images, teacher), teacher(images)))
 

@@ -105,10 +105,23 @@ class AnomalyModule(pl.LightningModule):
         for network in _networks(self.model):
             network.compile(**options)
 
+    def use_channels_last(self) -> None:
+        """Networks and input images in the channels_last (NHWC) memory layout: the same maths on
+        other kernels (maps equal to float round-off); ``model.channels_last`` in the config."""
+        self.channels_last = True
+        for network in _networks(self.model):
+            network.to(memory_format=torch.channels_last)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """The loaders give uint8 images and masks (4x fewer bytes to move); they become float32
-        here, on the device, before any step or callback sees the batch."""
-        return batch_to_float(batch)
+        here, on the device, before any step or callback sees the batch (channels_last when the
+        networks are)."""
+        batch = batch_to_float(batch)
+        if getattr(self, "channels_last", False) and isinstance(batch, dict):
+            image = batch.get("image")
+            if isinstance(image, torch.Tensor) and image.dim() == 4:
+                batch["image"] = image.contiguous(memory_format=torch.channels_last)
+        return batch
 
     def _maps_and_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps and scores in float32 whatever the training precision (uint8 images, e.g. straight

@@ -45,6 +45,9 @@ class TeacherFeatureCache:
         self.store: list[torch.Tensor] | None = None
         self.filled: torch.Tensor | None = None
         self.disabled = False
+        # stored features come back in the memory layout the teacher gave (model.channels_last):
+        # the loss's reductions then run in the same order whether a batch was cached or not
+        self.memory_format = torch.contiguous_format
 
     def nbytes_for(self, features: list[torch.Tensor]) -> int:
         itemsize = torch.empty((), dtype=self.dtype).element_size()
@@ -66,6 +69,9 @@ class TeacherFeatureCache:
             self.disabled = True
             return
         pin = where.type == "cpu" and device.type == "cuda"
+        first = features[0]
+        if first.dim() == 4 and not first.is_contiguous() and first.is_contiguous(memory_format=torch.channels_last):
+            self.memory_format = torch.channels_last
         self.store = [
             torch.empty((self.n_items, *f.shape[1:]), dtype=self.dtype, device=where, pin_memory=pin)
             for f in features
@@ -82,7 +88,8 @@ class TeacherFeatureCache:
             idx = index.to(where)
             if bool(self.filled[idx].all()):
                 non_blocking = images.device.type == "cuda"
-                return [s[idx].to(images.device, non_blocking=non_blocking).float() for s in self.store]
+                return [s[idx].to(images.device, non_blocking=non_blocking).float().contiguous(
+                    memory_format=self.memory_format) for s in self.store]
         with torch.no_grad():
             computed = teacher(images)
         if self.disabled:
@@ -98,7 +105,7 @@ class TeacherFeatureCache:
             s[idx[new]] = f[new.to(f.device)].to(where, self.dtype)
         self.filled[idx[new]] = True
         if self.dtype != torch.float32:  # every epoch sees the stored (rounded) values
-            return [f.to(self.dtype).float() for f in computed]
+            return [f.to(self.dtype).float().contiguous(memory_format=self.memory_format) for f in computed]
         return computed
 
 
