@@ -67,9 +67,12 @@ def test_native_resolution_equals_metrics_by_hand(native_folder, tmp_path):
     ckpt = torch.load(results["tested_checkpoint"], map_location="cpu", weights_only=False)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
+    if cfg.model.channels_last in (True, "auto"):  # as the run did on the CPU (same kernels, same bits)
+        model.use_channels_last()
     maps, masks = [], []
     with torch.no_grad():
         for batch in datamodule.test_dataloader():
+            batch = model.on_after_batch_transfer(batch, 0)
             low, _ = model._maps_and_scores(batch["image"])
             assert low.shape[-2:] == (64, 64)
             for amap, path, mask_path in zip(low, batch["path"], batch["mask_path"]):
