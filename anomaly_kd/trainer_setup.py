@@ -50,7 +50,7 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
 
 def apply_channels_last(cfg: DictConfig, model: pl.LightningModule, trainer: pl.Trainer) -> bool:
     """``model.channels_last``: true / false, or auto (the default) = on where it was measured to
-    pay, the CPU (benchmarks/channels_last.py: 1.4-1.8x per training step), off on GPUs until a
+    pay, the CPU (benchmarks/channels_last.py: 1.4-1.7x per training step), off on GPUs until a
     measurement there says otherwise. Returns whether it is on."""
     mode = cfg.model.get("channels_last", "auto")
     if mode not in (True, False, "auto"):

@@ -71,6 +71,8 @@ class AnomalyModule(pl.LightningModule):
     checkpoint_mode: str = "min"
     #: data.image_size must be a multiple of this (the stride of the deepest features)
     input_multiple: int = 1
+    #: networks and images in NHWC (set by :meth:`use_channels_last`, ``model.channels_last``)
+    channels_last: bool = False
 
     def __init__(self, threshold_quantile: float = 0.99, fpr_limit: float = 0.3):
         super().__init__()
@@ -117,7 +119,7 @@ class AnomalyModule(pl.LightningModule):
         here, on the device, before any step or callback sees the batch (channels_last when the
         networks are)."""
         batch = batch_to_float(batch)
-        if getattr(self, "channels_last", False) and isinstance(batch, dict):
+        if self.channels_last and isinstance(batch, dict):
             image = batch.get("image")
             if isinstance(image, torch.Tensor) and image.dim() == 4:
                 batch["image"] = image.contiguous(memory_format=torch.channels_last)
