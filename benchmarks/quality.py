@@ -65,10 +65,13 @@ ROWS: dict[str, Row] = {
     "simple_student_lite0": _stfpm_like("simple_student", "efficientnet_lite0", 30, 100),
     "stfpm_ensemble_lite0": _stfpm_like("stfpm_ensemble", "efficientnet_lite0", 30, 100),
     "rd4ad_lite0": _stfpm_like("reverse_distillation", "efficientnet_lite0", 50, 200),
+    "rd4ad_lite1": _stfpm_like("reverse_distillation", "efficientnet_lite1", 50, 200),
     # the recipes' own epochs, nothing reduced (each fits in well under 2 hours here; RD4AD: the
     # authors' 200 epochs of main.py)
     "stfpm_lite0_recipe": _recipe("stfpm", "efficientnet_lite0"),
     "simple_student_lite0_recipe": _recipe("simple_student", "efficientnet_lite0"),
+    "simple_student_lite1_recipe": _recipe("simple_student", "efficientnet_lite1"),
+    "simple_student_lite2_recipe": _recipe("simple_student", "efficientnet_lite2"),
     "stfpm_ensemble_lite0_recipe": _recipe("stfpm_ensemble", "efficientnet_lite0"),
     "rd4ad_lite0_recipe": _recipe("reverse_distillation", "efficientnet_lite0"),
     "rd4ad_lite2_recipe": _recipe("reverse_distillation", "efficientnet_lite2"),
