@@ -6,8 +6,9 @@
 
 The category (MVTec layout, ``anomaly_kd.data.synthetic.make_synthetic_mvtec``: RGB plates with a
 jittered grid of dots and pixel noise, about 1.7 MB per 1024 px PNG, decoded in ~17 ms here: a
-real 900 px MVTec AD photo takes ~58 ms with its resize, so ``none`` is flattered) is written once into ``--data-dir`` (default ``benchmarks/.data``, ignored by
-git) and reused by later runs with the same sizes.
+real 900 px MVTec AD photo takes ~58 ms with its resize, so ``none`` is flattered) is written
+once into ``--data-dir`` (default ``benchmarks/.data``, ignored by git) and reused by later runs
+with the same sizes.
 
 Each cache mode runs in its own subprocess: ``anomaly_kd.pipeline.run`` on the composed config
 (``model=stfpm model.pretrained=false data=mvtec trainer=cpu logger=none test=false``), i.e. the

@@ -54,7 +54,7 @@ def test_eval_resolution_is_validated(tmp_path):
 def test_native_resolution_equals_metrics_by_hand(native_folder, tmp_path):
     from anomaly_kd.data.images import load_mask
     from anomaly_kd.metrics import aupro, dice, pixel_auroc
-    from anomaly_kd.trainer_setup import build_datamodule, build_model
+    from anomaly_kd.trainer_setup import apply_channels_last, build_datamodule, build_model
 
     results = _run(native_folder, tmp_path / "native", "eval_resolution=native")
     saved = json.loads((tmp_path / "native" / "results.json").read_text())
@@ -67,8 +67,8 @@ def test_native_resolution_equals_metrics_by_hand(native_folder, tmp_path):
     ckpt = torch.load(results["tested_checkpoint"], map_location="cpu", weights_only=False)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
-    if cfg.model.channels_last in (True, "auto"):  # as the run did on the CPU (same kernels, same bits)
-        model.use_channels_last()
+    # the run's own layout decision on the CPU (same kernels, same bits)
+    apply_channels_last(cfg, model, pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False))
     maps, masks = [], []
     with torch.no_grad():
         for batch in datamodule.test_dataloader():
