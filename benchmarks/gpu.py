@@ -32,6 +32,7 @@ import os
 import platform
 import resource
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -312,6 +313,14 @@ def table(rows: list[dict], device: str) -> str:
     return "\n".join(lines)
 
 
+class _Stopped(BaseException):  # not an Exception: a row's own error handling must not swallow it
+    """Raised by the SIGTERM handler: the table of the rows measured so far is still printed."""
+
+
+def _stop(signum, frame) -> None:
+    raise _Stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -349,10 +358,15 @@ def main(argv: list[str] | None = None) -> int:
         make_synthetic_mvtec(work / "data", "widget", n_train=s["n_train"], n_test_good=s["n_test"],
                              n_test_defect=s["n_test"], size=s["image_size"],
                              defects=("patch", "scratch", "stain", "hole"))  # fmt: skip
-        for model in args.models:
-            bench.model_rows(model)
+        stopped = ""
+        signal.signal(signal.SIGTERM, _stop)  # e.g. `timeout`: print the rows measured so far
+        try:
+            for model in args.models:
+                bench.model_rows(model)
+        except _Stopped:
+            stopped = "; stopped by SIGTERM during the rows after the last one below"
         total = time.perf_counter() - bench.start
-    print(f"Command: `{command.strip()}` ({total:.0f} s in all, budget {args.budget:.0f} s).")
+    print(f"Command: `{command.strip()}` ({total:.0f} s in all, budget {args.budget:.0f} s{stopped}).")
     print()
     print(f"Machine: {machine(args)}. Date: {datetime.date.today().isoformat()}.")
     print()

@@ -75,6 +75,18 @@ ROWS: dict[str, Row] = {
     "stfpm_ensemble_lite0_recipe": _recipe("stfpm_ensemble", "efficientnet_lite0"),
     "rd4ad_lite0_recipe": _recipe("reverse_distillation", "efficientnet_lite0"),
     "rd4ad_lite2_recipe": _recipe("reverse_distillation", "efficientnet_lite2"),
+    # Uninformed Students: conf/experiment/us_reduced.yaml (the paper recipe needs ~34 h of teacher
+    # pretraining alone on this CPU); its teachers are cached in the row's own folder
+    "us_reduced_lite0": Row(
+        "uninformed_students", "efficientnet_lite0",
+        ("experiment=us_reduced", "model.teacher_dir=${hydra:runtime.output_dir}/teachers"),
+        {"model.crop": "64 (recipe: whole image)", "model.teacher_iterations": "1000 (recipe 50000)",
+         "trainer.max_epochs": "4 (recipe 100)"}),  # fmt: skip
+    # the paper recipe (a GPU's row: benchmarks/us_gpu.py runs it, scaled to a time budget, and
+    # records the counts it scaled down in quality_row.json's "reduced")
+    "us_gpu_lite0": Row(
+        "uninformed_students", "efficientnet_lite0",
+        ("model=uninformed_students", "model.teacher_dir=${hydra:runtime.output_dir}/teachers")),
 }
 ANOMALIB_ROW = "anomalib_stfpm_lite0"  # anomalib 2.7 Stfpm, EfficientNet-Lite0 blocks 1/2/4, 30 epochs
 ANOMALIB_EPOCHS = 30
@@ -140,6 +152,8 @@ def row_line(name: str, out: Path = OUT) -> str | None:
         return None
     meta = json.loads(meta_file.read_text())
     load = f"{meta.get('load_before', 0):.1f} / {meta.get('load_after', 0):.1f}; threads {meta.get('threads', '-')}"
+    if meta.get("device", "CPU") != "CPU":  # a GPU row (benchmarks/us_gpu.py): the load of its CPU says little
+        load = f"GPU: {meta['device']}"
     if name == ANOMALIB_ROW:
         if "image_auroc" not in meta:
             return f"| anomalib 2.7 stfpm | efficientnet_lite0 | {meta.get('note', 'no result')} |" + " |" * 11
@@ -152,7 +166,7 @@ def row_line(name: str, out: Path = OUT) -> str | None:
         return f"| {ROWS[name].method} | {ROWS[name].teacher} | failed (exit {meta.get('exit')}) |" + " |" * 11
     results = json.loads(results_file.read_text())
     m, t = results.get("metrics", {}), results.get("timing", {})
-    reduced = "; ".join(f"{k}={v}" for k, v in ROWS[name].reduced.items()) or "paper recipe"
+    reduced = "; ".join(f"{k}={v}" for k, v in meta.get("reduced", ROWS[name].reduced).items()) or "paper recipe"
     epochs = results.get("config", {}).get("trainer", {}).get("max_epochs")
     fit = t.get("train_seconds")
     return (f"| {ROWS[name].method} | {ROWS[name].teacher} | {_f(m.get('image_auroc'))} | {_f(m.get('pixel_auroc'))} | "

@@ -43,3 +43,28 @@ def test_gpu_benchmark_without_cuda_says_so_in_one_line():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: no CUDA GPU is visible to torch; run with --device cpu (e.g. --device cpu --tiny)"]
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_prints_the_rows_measured_before_a_sigterm(tmp_path):
+    # `timeout` (as on a time-limited GPU machine) sends SIGTERM: the rows already measured are
+    # not lost. The signal is sent once the first row has been reported, so nothing here is timed.
+    import signal
+
+    cmd = [sys.executable, "-u", str(SCRIPT), "--device", "cpu", "--tiny", "--models", "stfpm", "--no-compile",
+           "--work-dir", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("[") and "STFPM (ResNet-18): fit img/s" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "stopped by SIGTERM during the rows after the last one below" in out
+    rows = [line for line in out.splitlines() if line.startswith("| STFPM")]
+    assert 1 <= len(rows) < 8, out
+    assert "n/a" not in rows[0].split(" | ")[2], rows[0]
+    assert not list(tmp_path.iterdir())  # the temporary data and runs are gone
