@@ -169,10 +169,11 @@ def row_line(name: str, out: Path = OUT) -> str | None:
     reduced = "; ".join(f"{k}={v}" for k, v in meta.get("reduced", ROWS[name].reduced).items()) or "paper recipe"
     epochs = results.get("config", {}).get("trainer", {}).get("max_epochs")
     fit = t.get("train_seconds")
+    ips = t.get("test_images_per_second")  # below 1 (a CPU's dense inference): two decimals
     return (f"| {ROWS[name].method} | {ROWS[name].teacher} | {_f(m.get('image_auroc'))} | {_f(m.get('pixel_auroc'))} | "
             f"{_f(m.get('aupro'))} | {_f(m.get('image_ap'))} | {_f(m.get('pixel_ap'))} | {_f(m.get('dice_val_thr'))} | "
             f"{_f(m.get('image_f1_test_thr'))} | {_f(None if fit is None else fit / 60, 1)} min | "
-            f"{_f(t.get('test_images_per_second'), 1 if (t.get('test_images_per_second') or 1) >= 1 else 2)} | {epochs} | {reduced} | {load} |")  # fmt: skip
+            f"{_f(ips, 1 if ips is None or ips >= 1 else 2)} | {epochs} | {reduced} | {load} |")  # fmt: skip
 
 
 HEADER = (

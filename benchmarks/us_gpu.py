@@ -89,14 +89,16 @@ def probe(device, patch_sizes: list[int], n_students: int, image_size: int, step
 
 
 def counts(data_dir: Path, category: str) -> tuple[int, int, int]:
-    """(train, validation, test) image counts of an MVTec-layout category (the 20% hold-out)."""
+    """(train, validation, test) image counts of an MVTec-layout category (the default 20% hold-out,
+    split by the datamodules' own rule)."""
+    from anomaly_kd.data.base import seeded_split
     from anomaly_kd.data.images import is_image_file
 
     root = data_dir / category
     good = sum(1 for p in (root / "train" / "good").iterdir() if is_image_file(p))
     test = sum(1 for p in (root / "test").rglob("*") if is_image_file(p))
-    val = int(round(0.2 * good))
-    return good - val, val, test
+    train, val = seeded_split(good, 0.2, 0)
+    return len(train), len(val), test
 
 
 def plan(probes: dict, n_train: int, n_eval: int, budget: float, min_iterations: int = 100) -> dict:
