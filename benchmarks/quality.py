@@ -47,6 +47,11 @@ class Row:
     teacher: str
     overrides: tuple[str, ...]
     reduced: dict[str, str] = field(default_factory=dict)  # setting -> "ours (paper value)"
+    seed: int | None = None  # None: the config's seed (0); else seed=<n> (init, batch order and validation split)
+
+    @property
+    def label(self) -> str:
+        return self.method if self.seed is None else f"{self.method} (seed {self.seed})"
 
 
 def _stfpm_like(model: str, teacher: str, epochs: int, paper_epochs: int) -> Row:
@@ -54,8 +59,9 @@ def _stfpm_like(model: str, teacher: str, epochs: int, paper_epochs: int) -> Row
                {"trainer.max_epochs": f"{epochs} (recipe {paper_epochs})"})  # fmt: skip
 
 
-def _recipe(model: str, teacher: str) -> Row:
-    return Row(model, teacher, (f"model={model}", f"model.backbone={teacher}"))
+def _recipe(model: str, teacher: str, seed: int | None = None) -> Row:
+    seeded = () if seed is None else (f"seed={seed}",)
+    return Row(model, teacher, (f"model={model}", f"model.backbone={teacher}", *seeded), seed=seed)
 
 
 ROWS: dict[str, Row] = {
@@ -71,6 +77,9 @@ ROWS: dict[str, Row] = {
     "stfpm_lite0_recipe": _recipe("stfpm", "efficientnet_lite0"),
     "simple_student_lite0_recipe": _recipe("simple_student", "efficientnet_lite0"),
     "simple_student_lite1_recipe": _recipe("simple_student", "efficientnet_lite1"),
+    # the same recipe under four more seeds (the seed also draws the validation hold-out): how far
+    # one row's numbers move with the seed alone
+    **{f"simple_student_lite0_recipe_seed{s}": _recipe("simple_student", "efficientnet_lite0", seed=s) for s in (1, 2, 3, 4)},
     "simple_student_lite2_recipe": _recipe("simple_student", "efficientnet_lite2"),
     "stfpm_ensemble_lite0_recipe": _recipe("stfpm_ensemble", "efficientnet_lite0"),
     "rd4ad_lite0_recipe": _recipe("reverse_distillation", "efficientnet_lite0"),
@@ -163,14 +172,14 @@ def row_line(name: str, out: Path = OUT) -> str | None:
                 f"anomalib defaults (validates on test every epoch, trains on all {meta.get('n_train', 'train')} images) | {load} |")  # fmt: skip
     results_file = folder / "results.json"
     if not results_file.exists():
-        return f"| {ROWS[name].method} | {ROWS[name].teacher} | failed (exit {meta.get('exit')}) |" + " |" * 11
+        return f"| {ROWS[name].label} | {ROWS[name].teacher} | failed (exit {meta.get('exit')}) |" + " |" * 11
     results = json.loads(results_file.read_text())
     m, t = results.get("metrics", {}), results.get("timing", {})
     reduced = "; ".join(f"{k}={v}" for k, v in meta.get("reduced", ROWS[name].reduced).items()) or "paper recipe"
     epochs = results.get("config", {}).get("trainer", {}).get("max_epochs")
     fit = t.get("train_seconds")
     ips = t.get("test_images_per_second")  # below 1 (a CPU's dense inference): two decimals
-    return (f"| {ROWS[name].method} | {ROWS[name].teacher} | {_f(m.get('image_auroc'))} | {_f(m.get('pixel_auroc'))} | "
+    return (f"| {ROWS[name].label} | {ROWS[name].teacher} | {_f(m.get('image_auroc'))} | {_f(m.get('pixel_auroc'))} | "
             f"{_f(m.get('aupro'))} | {_f(m.get('image_ap'))} | {_f(m.get('pixel_ap'))} | {_f(m.get('dice_val_thr'))} | "
             f"{_f(m.get('image_f1_test_thr'))} | {_f(None if fit is None else fit / 60, 1)} min | "
             f"{_f(ips, 1 if ips is None or ips >= 1 else 2)} | {epochs} | {reduced} | {load} |")  # fmt: skip
