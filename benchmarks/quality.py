@@ -60,8 +60,7 @@ def _stfpm_like(model: str, teacher: str, epochs: int, paper_epochs: int) -> Row
 
 
 def _recipe(model: str, teacher: str, seed: int | None = None) -> Row:
-    seeded = () if seed is None else (f"seed={seed}",)
-    return Row(model, teacher, (f"model={model}", f"model.backbone={teacher}", *seeded), seed=seed)
+    return Row(model, teacher, (f"model={model}", f"model.backbone={teacher}"), seed=seed)
 
 
 ROWS: dict[str, Row] = {
@@ -104,7 +103,8 @@ ANOMALIB_EPOCHS = 30
 
 def command(name: str, data_dir: Path, category: str, out: Path = OUT, extra: tuple[str, ...] = ()) -> list[str]:
     row = ROWS[name]
-    return [sys.executable, "-m", "anomaly_kd.run", *row.overrides, "data=mvtec", f"paths.data_dir={data_dir}",
+    seeded = () if row.seed is None else (f"seed={row.seed}",)
+    return [sys.executable, "-m", "anomaly_kd.run", *row.overrides, *seeded, "data=mvtec", f"paths.data_dir={data_dir}",
             f"category={category}", f"hydra.run.dir={out / name}", *extra]  # fmt: skip
 
 
