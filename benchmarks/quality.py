@@ -81,7 +81,9 @@ ROWS: dict[str, Row] = {
     **{f"simple_student_lite0_recipe_seed{s}": _recipe("simple_student", "efficientnet_lite0", seed=s) for s in (1, 2, 3, 4)},
     "simple_student_lite2_recipe": _recipe("simple_student", "efficientnet_lite2"),
     "stfpm_ensemble_lite0_recipe": _recipe("stfpm_ensemble", "efficientnet_lite0"),
-    "stfpm_ensemble_lite0_recipe_seed1": _recipe("stfpm_ensemble", "efficientnet_lite0", seed=1),
+    # the ensemble recipe (the closest row on AUPRO) under seeds 1-3: seed 1 was run first, seeds 2
+    # and 3 were added after it so that the recipe is quoted as a mean over four seeds
+    **{f"stfpm_ensemble_lite0_recipe_seed{s}": _recipe("stfpm_ensemble", "efficientnet_lite0", seed=s) for s in (1, 2, 3)},
     "rd4ad_lite0_recipe": _recipe("reverse_distillation", "efficientnet_lite0"),
     "rd4ad_lite2_recipe": _recipe("reverse_distillation", "efficientnet_lite2"),
     # Uninformed Students: conf/experiment/us_reduced.yaml (the paper recipe needs ~34 h of teacher
