@@ -1,0 +1,48 @@
+"""benchmarks/score_rules.py: the image-score rule chosen on synthetic defects of validation
+normals, checked against the run's own test results (the same checkpoint, the same maps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anomaly_kd.data.synthetic import make_synthetic_mvtec
+from tests.benchmarks.test_benchmark_scripts import load_script
+from tests.helpers import FAST, compose_config
+
+
+def test_choice_is_the_highest_synthetic_auroc_and_ties_go_to_the_earlier_rule():
+    script = load_script("score_rules")
+    rules = ("model", "blur2", "blur4")
+    val = {"model": {"image_auroc": 0.8}, "blur2": {"image_auroc": 0.9}, "blur4": {"image_auroc": 0.9}}
+    assert script.choose(val, rules) == "blur2"
+    val["model"]["image_auroc"] = 0.9
+    assert script.choose(val, rules) == "model"
+
+
+@pytest.mark.slow
+def test_score_rules_on_a_trained_run_reproduces_its_test_results(tmp_path, capsys):
+    from anomaly_kd.pipeline import run
+
+    data = make_synthetic_mvtec(tmp_path / "data", category="widget", n_train=10, n_test_good=3, n_test_defect=3, size=64)
+    overrides = ["model=stfpm", "data=mvtec", "category=widget", f"paths.data_dir={data}", "logger=none",
+                 "model.pretrained=false", "data.cache=none", *FAST]  # fmt: skip
+    results = run(compose_config(overrides, tmp_path / "run"))
+    run_dir = Path(results["output_dir"])
+    script = load_script("score_rules")
+    assert script.main([str(run_dir), "--rules", "model,max,blur2"]) == 0
+    record = json.loads((run_dir / "score_rules.json").read_text())
+    val, test = record["val_synthetic"], record["test"]
+    assert record["n_val_normals"] == 2  # 20% of 10 training normals
+    assert record["chosen"] == script.choose(val["rules"], ("model", "max", "blur2"))
+    # the method's own rule on test is what the run itself computed from the same checkpoint
+    metrics = results["metrics"]
+    assert test["rules"]["model"]["image_auroc"] == pytest.approx(metrics["image_auroc"], abs=1e-12)
+    assert test["rules"]["model"]["image_ap"] == pytest.approx(metrics["image_ap"], abs=1e-12)
+    assert test["pixel_auroc"] == pytest.approx(metrics["pixel_auroc"], abs=1e-12)
+    assert test["aupro"] == pytest.approx(metrics["aupro"], abs=1e-12)
+    assert test["rules"]["max"] == test["rules"]["model"]  # STFPM's own score is the map's maximum
+    out = capsys.readouterr().out
+    assert f"| {run_dir.name} | {record['chosen']} |" in out and "**chosen**" in out
