@@ -48,14 +48,20 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
     return model
 
 
-def apply_channels_last(cfg: DictConfig, model: pl.LightningModule, trainer: pl.Trainer) -> bool:
+def channels_last_on(cfg: DictConfig, device_type: str) -> bool:
     """``model.channels_last``: true / false, or auto (the default) = on where it was measured to
     pay, the CPU (benchmarks/channels_last.py: 1.4-1.7x per training step), off on GPUs until a
-    measurement there says otherwise. Returns whether it is on."""
+    measurement there says otherwise. Whether it is on for a run on ``device_type``."""
     mode = cfg.model.get("channels_last", "auto")
     if mode not in (True, False, "auto"):
         raise UserError(f"model.channels_last={mode} must be true, false or auto.")
-    on = trainer.strategy.root_device.type == "cpu" if mode == "auto" else bool(mode)
+    return device_type == "cpu" if mode == "auto" else bool(mode)
+
+
+def apply_channels_last(cfg: DictConfig, model: pl.LightningModule, trainer: pl.Trainer) -> bool:
+    """The layout of :func:`channels_last_on` on the trainer's device, applied to ``model``.
+    Returns whether it is on."""
+    on = channels_last_on(cfg, trainer.strategy.root_device.type)
     if on:
         model.use_channels_last()
     return on

@@ -7,7 +7,9 @@
 Each model (and variant, e.g. RD4AD with its ResNet-18 backbone) runs in its own subprocess, so
 the peak resident memory (``ru_maxrss``) is that model's alone (it includes the ~0.3-0.5 GiB of
 Python + torch). Models are built from the real config tree (``model=<name>``,
-``model.pretrained=false``: weights do not change speed) by the pipeline's ``build_model``.
+``model.pretrained=false``: weights do not change speed) by the pipeline's ``build_model``, in the
+memory layout a fit on that device uses (``model.channels_last``, auto = NHWC on the CPU; networks
+and input batches alike, as ``on_after_batch_transfer`` makes them; the table's "layout" column).
 
 - train step: ``training_step`` of the LightningModule (forward + loss) + ``backward`` + the
   optimizer from its ``configure_optimizers``, on a fixed random batch;
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import platform
@@ -134,11 +137,20 @@ def worker(spec: dict) -> dict:
         return {**out, "note": f"not built: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
     out["backbone"] = str(cfg.model.get("backbone", ""))
     model.to(device)
+    from anomaly_kd.trainer_setup import channels_last_on
+
+    nhwc = channels_last_on(cfg, device.type)  # the layout a fit on this device uses
+    if nhwc:
+        model.use_channels_last()
+    out["layout"] = "channels_last" if nhwc else "NCHW"
     out["parameters"] = sum(p.numel() for p in model.parameters())
     size, bs, tbs = spec["image_size"], spec["batch_size"], spec["test_batch_size"]
     generator = torch.Generator().manual_seed(0)
     train_images = torch.rand(bs, 3, size, size, generator=generator).to(device)
     test_images = torch.rand(tbs, 3, size, size, generator=generator).to(device)
+    if nhwc:  # as on_after_batch_transfer hands batches to the steps
+        train_images = train_images.contiguous(memory_format=torch.channels_last)
+        test_images = test_images.contiguous(memory_format=torch.channels_last)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     _prepare(model, train_images)
@@ -256,14 +268,14 @@ def _fmt(value, digits: int = 1) -> str:
 def table(results: list[dict], args: argparse.Namespace) -> str:
     tbs = args.test_batch_size or args.batch_size
     gpu = args.device == "cuda"
-    head = ["model", "backbone", "params (M)", "trained (M)", f"train img/s (batch {args.batch_size})",
+    head = ["model", "backbone", "layout", "params (M)", "trained (M)", f"train img/s (batch {args.batch_size})",
             f"test img/s (batch {tbs})", "peak RSS (MiB)"] + (["peak GPU train/test (MiB)"] if gpu else []) + ["note"]  # fmt: skip
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         params = r.get("parameters")
         trained = r.get("trainable_parameters")
         cells = [
-            r["label"], r.get("backbone", ""), _fmt(params and params / 1e6), _fmt(trained and trained / 1e6),
+            r["label"], r.get("backbone", ""), r.get("layout", ""), _fmt(params and params / 1e6), _fmt(trained and trained / 1e6),
             _fmt(r.get("train_images_per_s"), 2), _fmt(r.get("test_images_per_s"), 2), _fmt(r.get("peak_rss_mib"), 0),
         ]  # fmt: skip
         if gpu:
@@ -337,11 +349,12 @@ def main(argv: list[str] | None = None) -> int:
             f"Command: `{command.strip()}` ({total / 60:.1f} min in all).",
             "",
             f"Machine: {machine(args)}; 1-min load average {load:.1f} at the start, {load_end:.1f} at the "
-            f"end ({load_note(max(load, load_end))}).",
+            f"end ({load_note(max(load, load_end))}). Date: {datetime.date.today().isoformat()}.",
             "",
             f"Settings: {args.image_size}x{args.image_size} inputs, random weights (`model.pretrained=false`), "
             f"precision {args.precision}, {args.warmup} warm-up + {args.steps} timed steps per phase, one "
-            "subprocess per model. Train = `training_step` + backward + the model's own optimizer step; "
+            "subprocess per model, in the memory layout a fit on this device uses (`model.channels_last`: "
+            "auto = channels_last on the CPU). Train = `training_step` + backward + the model's own optimizer step; "
             "test = `anomaly_map` under `no_grad` (float32 maps, as in the test loop). Peak RSS is the "
             "process's maximum resident memory (includes Python + torch, about 0.4 GiB).",
             "",

@@ -142,3 +142,26 @@ def test_channels_last_tiny(capsys):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert all(float(c) > 0 for c in (cells[1], cells[2], cells[4], cells[5]))
     assert float(cells[7]) < 1e-5  # the same loss in both layouts (float round-off)
+
+
+@pytest.mark.slow
+def test_throughput_tiny_measures_in_the_layout_a_fit_uses(tmp_path, capsys):
+    """throughput.py times each model in the layout a fit on that device uses (auto: channels_last
+    on the CPU; model.channels_last=false: NCHW), says which in its table, and writes its section
+    with the date."""
+    script = load_script("throughput")
+    spec = {"name": "stfpm", "label": "stfpm", "device": "cpu", "precision": "32-true", "image_size": 32,
+            "warmup": 0, "steps": 1, "threads": 1, "batch_size": 2, "test_batch_size": 2}  # fmt: skip
+    nhwc = script.worker({**spec, "overrides": []})
+    nchw = script.worker({**spec, "overrides": ["model.channels_last=false"]})
+    assert "note" not in nhwc and "note" not in nchw, (nhwc, nchw)
+    assert (nhwc["layout"], nchw["layout"]) == ("channels_last", "NCHW")
+    assert nhwc["train_images_per_s"] > 0 and nhwc["test_images_per_s"] > 0
+    readme = tmp_path / "README.md"
+    args = ["--models", "stfpm", "--image-size", "32", "--batch-size", "2", "--warmup", "0", "--steps", "1"]
+    assert script.main([*args, "--readme", str(readme)]) == 0
+    head = ["model", "backbone", "layout", "params (M)", "trained (M)", "train img/s (batch 2)",
+            "test img/s (batch 2)", "peak RSS (MiB)", "note"]  # fmt: skip
+    assert table_rows(capsys.readouterr().out, head)["stfpm"][2] == "channels_last"
+    text = readme.read_text()
+    assert "## Throughput (CPU)" in text and "Date: " in text
