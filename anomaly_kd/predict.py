@@ -18,7 +18,11 @@ name; png, jpg/jpeg, bmp, tif/tiff; hidden files skipped; not recursive) and wri
   pixels): red = at or above the pixel threshold, and the same pixel value has the same colour in
   every image of the call; ``minmax`` (and the fallback when the checkpoint has no pixel threshold)
   runs from the lowest to the highest map value over all predicted images.
-- ``predict.json``: model, checkpoint, image size, thresholds, colour range, counts.
+- ``predict.json``: model, checkpoint, image size, thresholds, colour range, counts, layout.
+
+``channels_last`` (``auto``: on for the CPU, as in training; see
+:mod:`anomaly_kd.models.components.layout`) runs the model in the NHWC memory layout: the same
+scores to float round-off, faster on the CPU.
 
 Images are read as in training (:mod:`anomaly_kd.data.images`: grey/RGBA/16-bit handled, bilinear
 antialiased resize to the model's ``image_size``); an unreadable file stops the command with a
@@ -45,6 +49,7 @@ from anomaly_kd.data.images import IMAGE_EXTENSIONS, image_size_of, image_tensor
 from anomaly_kd.errors import UserError, exit_on_user_error
 from anomaly_kd.inference import LoadedCheckpoint, load_checkpoint, require_checkpoint
 from anomaly_kd.metrics.thresholds import finite_or_none
+from anomaly_kd.models.components.layout import channels_last_on
 from anomaly_kd.reporting.overlay_figure import overlay_panel
 
 log = logging.getLogger("anomaly_kd.predict")
@@ -147,6 +152,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         image_size_of(path)
 
     loaded: LoadedCheckpoint = load_checkpoint(ckpt, cfg.get("image_size"), cfg.get("device", "auto"))
+    nhwc = channels_last_on(cfg.get("channels_last", "auto"), loaded.device.type, key="channels_last")
+    if nhwc:  # the same maps to float round-off, faster on the CPU (as in training and testing)
+        loaded.model.use_channels_last()
     given = cfg.get("threshold")
     try:
         threshold = float(given) if given is not None else loaded.image_threshold
@@ -174,6 +182,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             for start in range(0, n, batch_size):
                 chunk = paths[start : start + batch_size]
                 images = _load_batch(chunk, size).to(loaded.device)
+                if nhwc:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 batch_maps, batch_scores = loaded.model._maps_and_scores(images)
                 maps[start : start + len(chunk)] = batch_maps[:, 0].cpu().numpy()
                 scores[start : start + len(chunk)] = batch_scores.cpu().numpy()
@@ -208,6 +218,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "threshold": finite_or_none(threshold),
         "threshold_source": "threshold=" if given is not None else "checkpoint image_threshold",
         "overlay_scale": scale,
+        "channels_last": nhwc,
         "colour_range": [blue, red],
         "map_range": [low, high],
     }

@@ -16,6 +16,7 @@ from pytorch_lightning.loggers import CSVLogger
 from anomaly_kd.callbacks.nan_guard import NonFiniteLossGuard
 from anomaly_kd.callbacks.seeding import EpochSeeder
 from anomaly_kd.errors import UserError
+from anomaly_kd.models.components.layout import channels_last_on
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +49,11 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
     return model
 
 
-def channels_last_on(cfg: DictConfig, device_type: str) -> bool:
-    """``model.channels_last``: true / false, or auto (the default) = on where it was measured to
-    pay, the CPU (benchmarks/channels_last.py: 1.4-1.7x per training step), off on GPUs until a
-    measurement there says otherwise. Whether it is on for a run on ``device_type``."""
-    mode = cfg.model.get("channels_last", "auto")
-    if mode not in (True, False, "auto"):
-        raise UserError(f"model.channels_last={mode} must be true, false or auto.")
-    return device_type == "cpu" if mode == "auto" else bool(mode)
-
-
 def apply_channels_last(cfg: DictConfig, model: pl.LightningModule, trainer: pl.Trainer) -> bool:
-    """The layout of :func:`channels_last_on` on the trainer's device, applied to ``model``.
+    """``model.channels_last`` (true / false, or auto, the default: on for the CPU, see
+    :mod:`anomaly_kd.models.components.layout`) on the trainer's device, applied to ``model``.
     Returns whether it is on."""
-    on = channels_last_on(cfg, trainer.strategy.root_device.type)
+    on = channels_last_on(cfg.model.get("channels_last", "auto"), trainer.strategy.root_device.type)
     if on:
         model.use_channels_last()
     return on

@@ -41,7 +41,8 @@ from anomaly_kd.data.defect_copies import DefectCopies  # noqa: E402
 from anomaly_kd.inference import load_checkpoint  # noqa: E402
 from anomaly_kd.metrics import AnomalyMetricState, image_ap, image_auroc  # noqa: E402
 from anomaly_kd.models.components.image_score import rescore  # noqa: E402
-from anomaly_kd.trainer_setup import build_datamodule, channels_last_on  # noqa: E402
+from anomaly_kd.models.components.layout import channels_last_on  # noqa: E402
+from anomaly_kd.trainer_setup import build_datamodule  # noqa: E402
 
 DEFAULT_RULES = ("model", "blur2", "blur4", "blur8")
 
@@ -94,7 +95,7 @@ def evaluate_run(run: Path, rules: tuple[str, ...], window: float, synthetic_see
     datamodule.setup("fit")
     loaded = load_checkpoint(tested_checkpoint(run, results), image_size=int(cfg.data.image_size))
     fpr_limit = float(config.get("fpr_limit", 0.3))
-    if channels_last_on(cfg, loaded.device.type):  # the layout the run used
+    if channels_last_on(cfg.model.get("channels_last", "auto"), loaded.device.type):  # the run's layout
         loaded.model.use_channels_last()
     normals = datamodule.val_set
     synthetic = ConcatDataset([normals, DefectCopies(normals, seed=synthetic_seed, window=window)])

@@ -137,9 +137,9 @@ def worker(spec: dict) -> dict:
         return {**out, "note": f"not built: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
     out["backbone"] = str(cfg.model.get("backbone", ""))
     model.to(device)
-    from anomaly_kd.trainer_setup import channels_last_on
+    from anomaly_kd.models.components.layout import channels_last_on
 
-    nhwc = channels_last_on(cfg, device.type)  # the layout a fit on this device uses
+    nhwc = channels_last_on(cfg.model.get("channels_last", "auto"), device.type)  # as a fit on this device
     if nhwc:
         model.use_channels_last()
     out["layout"] = "channels_last" if nhwc else "NCHW"

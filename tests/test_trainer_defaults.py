@@ -88,19 +88,3 @@ def test_channels_last_gives_the_same_maps_and_is_on_for_the_cpu_by_default(comp
     assert apply_channels_last(cfg, plain, trainer) is False
     assert plain.model.student.body["stem"][0].weight.is_contiguous()
 
-
-def test_channels_last_on_is_one_rule_for_every_device_and_setting(compose_cfg):
-    """The one layout rule the pipeline, benchmarks/throughput.py and benchmarks/score_rules.py
-    share: auto = NHWC on the CPU only; true / false whatever the device; anything else one error."""
-    from anomaly_kd.errors import UserError
-    from anomaly_kd.trainer_setup import channels_last_on
-
-    cfg = compose_cfg(["model=stfpm", "model.pretrained=false"])
-    assert [channels_last_on(cfg, d) for d in ("cpu", "cuda")] == [True, False]
-    cfg.model.channels_last = True
-    assert [channels_last_on(cfg, d) for d in ("cpu", "cuda")] == [True, True]
-    cfg.model.channels_last = False
-    assert [channels_last_on(cfg, d) for d in ("cpu", "cuda")] == [False, False]
-    cfg.model.channels_last = "sometimes"
-    with pytest.raises(UserError, match="must be true, false or auto"):
-        channels_last_on(cfg, "cpu")

@@ -62,6 +62,14 @@ def test_predict_folder_and_single_image(trained, predict_cfg, tiny_mvtec, tmp_p
     with torch.no_grad():
         _, expected = model.anomaly_map(images)
     np.testing.assert_allclose([float(r["score"]) for r in rows], expected.numpy(), rtol=1e-5, atol=1e-5)
+    # ... in channels_last on the CPU by default (as training and testing), NCHW on request: the same
+    # scores to float round-off.
+    assert summary["channels_last"] is True
+    nchw = predict(predict_cfg(f"ckpt={trained.ckpt}", f"input={folder}", f"output_dir={tmp_path / 'nchw'}",
+                               "batch_size=3", "device=cpu", "channels_last=false", "overlays=false"))  # fmt: skip
+    assert nchw["channels_last"] is False
+    np.testing.assert_allclose([float(r["score"]) for r in read_csv(tmp_path / "nchw" / "scores.csv")],
+                               [float(r["score"]) for r in rows], rtol=1e-5, atol=1e-5)  # fmt: skip
 
     # A single image, default output folder <run>/predict/<stem>.
     one = tiny_mvtec / "widget" / "test" / "good" / "000.png"
@@ -146,6 +154,13 @@ def test_missing_inputs_are_user_errors(predict_cfg, tmp_path):
         predict(predict_cfg(f"ckpt={ckpt}", f"input={empty}"))
     with pytest.raises(UserError, match="overlay_scale=hot"):
         predict(predict_cfg(f"ckpt={ckpt}", f"input={empty}", "overlay_scale=hot"))
+
+
+@pytest.mark.slow
+def test_a_bad_layout_is_one_user_error(trained_stfpm, predict_cfg, tiny_mvtec, tmp_path):
+    image = tiny_mvtec / "widget" / "test" / "good" / "000.png"
+    with pytest.raises(UserError, match=r"^channels_last=sometimes must be true, false or auto.$"):
+        predict(predict_cfg(f"ckpt={trained_stfpm.ckpt}", f"input={image}", f"output_dir={tmp_path}", "channels_last=sometimes"))
 
 
 @pytest.mark.slow
