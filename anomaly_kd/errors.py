@@ -43,6 +43,8 @@ def exit_on_user_error(task: Callable[..., Any], *args: Any) -> Any:
         err = user_error_in(exc)
         if err is None:
             raise
-        logging.getLogger("anomaly_kd").error("%s", err)
+        log = logging.getLogger("anomaly_kd")
+        if log.hasHandlers():  # into the run's log too; without handlers logging would print it twice
+            log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(UserError.exit_code)

@@ -16,7 +16,8 @@ beside the others'. No test label enters the choice; the test numbers of the rul
 shown for information and labelled so.
 
 The maps themselves are the same under every rule, so pixel AUROC and AUPRO are one number per run
-(on the synthetic validation set and on test). Writes ``score_rules.json`` into each run folder
+(on the synthetic validation set and on test; at the model's resolution, as ``eval_resolution=model``).
+Test images go through the run's own test loader, batched as the run batched them. Writes ``score_rules.json`` into each run folder
 and prints one Markdown table.
 """
 
@@ -38,20 +39,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from anomaly_kd.data.defect_copies import DefectCopies  # noqa: E402
+from anomaly_kd.errors import UserError, exit_on_user_error  # noqa: E402
 from anomaly_kd.inference import load_checkpoint  # noqa: E402
 from anomaly_kd.metrics import AnomalyMetricState, image_ap, image_auroc  # noqa: E402
-from anomaly_kd.models.components.image_score import rescore  # noqa: E402
+from anomaly_kd.models.components.image_score import blur_sigma, rescore  # noqa: E402
 from anomaly_kd.models.components.layout import channels_last_on  # noqa: E402
 from anomaly_kd.trainer_setup import build_datamodule  # noqa: E402
 
 DEFAULT_RULES = ("model", "blur2", "blur4", "blur8")
 
 
-def score_set(model, dataset, batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """Maps ``[N, 1, S, S]``, the method's scores ``[N]``, labels and masks of ``dataset`` (in order)."""
+def score_set(model, loader: DataLoader) -> dict[str, torch.Tensor]:
+    """Maps ``[N, 1, S, S]``, the method's scores ``[N]``, labels and masks of ``loader``'s items
+    (in order; batches as the run's evaluation batches them, so the numbers are the run's own)."""
     maps, scores, labels, masks = [], [], [], []
     with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        for batch in loader:
             images = model.on_after_batch_transfer({"image": batch["image"].to(model.device)}, 0)["image"]
             m, s = model._maps_and_scores(images)  # as the run's test step: float, layout of the run
             maps.append(m.cpu()), scores.append(s.cpu())
@@ -88,6 +91,8 @@ def tested_checkpoint(run: Path, results: dict) -> Path:
 
 
 def evaluate_run(run: Path, rules: tuple[str, ...], window: float, synthetic_seed: int) -> dict:
+    if not (run / "results.json").is_file():
+        raise UserError(f"{run} has no results.json: pass the folder of a finished `python -m anomaly_kd.run` job.")
     results = json.loads((run / "results.json").read_text())
     config = results["config"]
     cfg = OmegaConf.create(config)
@@ -99,10 +104,10 @@ def evaluate_run(run: Path, rules: tuple[str, ...], window: float, synthetic_see
         loaded.model.use_channels_last()
     normals = datamodule.val_set
     synthetic = ConcatDataset([normals, DefectCopies(normals, seed=synthetic_seed, window=window)])
-    val = score_set(loaded.model, synthetic)
+    val = score_set(loaded.model, DataLoader(synthetic, batch_size=datamodule.eval_batch_size, shuffle=False))
     val_rules = rule_metrics(val, rules)
     chosen = choose(val_rules, rules)  # before the test set is touched
-    test = score_set(loaded.model, datamodule.test_set)
+    test = score_set(loaded.model, datamodule.test_dataloader())  # the run's own test batches
     return {
         "run": run.name, "model": config["model"]["name"], "teacher": config["model"].get("backbone"),
         "seed": config.get("seed"), "rules": list(rules), "window": window, "synthetic_seed": synthetic_seed,
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic defects")
     args = parser.parse_args(argv)
     rules = tuple(r.strip() for r in args.rules.split(",") if r.strip())
+    for rule in rules or ("",):  # an unknown rule stops here, before any run is scored
+        blur_sigma(rule)
     records = []
     for run in args.runs:
         record = evaluate_run(run, rules, args.window, args.synthetic_seed)
@@ -146,4 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_on_user_error(main))

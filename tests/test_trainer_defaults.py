@@ -87,4 +87,3 @@ def test_channels_last_gives_the_same_maps_and_is_on_for_the_cpu_by_default(comp
     cfg.model.channels_last = False
     assert apply_channels_last(cfg, plain, trainer) is False
     assert plain.model.student.body["stem"][0].weight.is_contiguous()
-

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from anomaly_kd.data.synthetic import make_synthetic_mvtec
+from anomaly_kd.errors import UserError
 from tests.benchmarks.test_benchmark_scripts import load_script
 from tests.helpers import FAST, compose_config
 
@@ -46,3 +47,26 @@ def test_score_rules_on_a_trained_run_reproduces_its_test_results(tmp_path, caps
     assert test["rules"]["max"] == test["rules"]["model"]  # STFPM's own score is the map's maximum
     out = capsys.readouterr().out
     assert f"| {run_dir.name} | {record['chosen']} |" in out and "**chosen**" in out
+
+
+def test_a_folder_without_results_or_an_unknown_rule_is_one_clear_error(tmp_path):
+    script = load_script("score_rules")
+    with pytest.raises(UserError, match="has no results.json"):
+        script.main([str(tmp_path)])
+    with pytest.raises(UserError, match="unknown image-score rule 'median'"):
+        script.main([str(tmp_path), "--rules", "model,median"])  # before any folder is read
+
+
+def test_the_command_line_says_it_in_one_line(tmp_path):
+    """From the shell: exit status 2 and exactly one line on stderr (no traceback, no echo of the
+    log record when logging has no handlers)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "score_rules.py"), str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path} has no results.json: pass the folder of a "
+                                                "finished `python -m anomaly_kd.run` job."]  # fmt: skip
