@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                      # CPU, 256x256, batch 8, Markdown table
     python benchmarks/throughput.py --readme benchmarks/README.md   # also (re)writes its section
     python benchmarks/throughput.py --device cuda --precision bf16-mixed
+    python benchmarks/throughput.py --models stfpm --overrides model.channels_last=false   # NCHW on the CPU
 
 Each model (and variant, e.g. RD4AD with its ResNet-18 backbone) runs in its own subprocess, so
 the peak resident memory (``ru_maxrss``) is that model's alone (it includes the ~0.3-0.5 GiB of
@@ -218,6 +219,7 @@ def jobs(selected: list[str] | None) -> list[dict]:
 
 def run_job(job: dict, args: argparse.Namespace) -> dict:
     spec = {**job, **{k: getattr(args, k) for k in ("device", "precision", "image_size", "warmup", "steps", "threads")},
+            "overrides": [*job["overrides"], *args.overrides],
             "batch_size": args.batch_size, "test_batch_size": args.test_batch_size or args.batch_size}  # fmt: skip
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     start = time.perf_counter()
@@ -321,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=None, help="registered names (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--timeout", type=int, default=240, help="seconds per model (build + all steps)")
+    parser.add_argument("--overrides", nargs="*", default=[], help="config overrides for every model, e.g. model.channels_last=false")
     parser.add_argument("--readme", type=Path, default=None, help="write the table into this file's section")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

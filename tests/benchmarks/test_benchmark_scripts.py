@@ -165,3 +165,5 @@ def test_throughput_tiny_measures_in_the_layout_a_fit_uses(tmp_path, capsys):
     assert table_rows(capsys.readouterr().out, head)["stfpm"][2] == "channels_last"
     text = readme.read_text()
     assert "## Throughput (CPU)" in text and "Date: " in text
+    assert script.main([*args, "--overrides", "model.channels_last=false"]) == 0  # every model, e.g. NCHW
+    assert table_rows(capsys.readouterr().out, head)["stfpm"][2] == "NCHW"
