@@ -88,10 +88,13 @@ ROWS: dict[str, Row] = {
     "rd4ad_lite2_recipe": _recipe("reverse_distillation", "efficientnet_lite2"),
     # Uninformed Students: conf/experiment/us_reduced.yaml (the paper recipe needs ~34 h of teacher
     # pretraining alone on this CPU); its teachers are cached in the row's own folder
-    "us_reduced_lite0": Row(
+    # (quality_runs/us_reduced_lite0/, 2026-12-05, is this command at commit adcbaa6, whose crops
+    # started uniformly in 0..192 and so trained the image border far less; since then the crop is
+    # one of the image's 4 x 4 tiles: torch_model.crop_tiles)
+    "us_reduced_lite0_tiles": Row(
         "uninformed_students", "efficientnet_lite0",
         ("experiment=us_reduced", "model.teacher_dir=${hydra:runtime.output_dir}/teachers"),
-        {"model.crop": "64 (recipe: whole image)", "model.teacher_iterations": "1000 (recipe 50000)",
+        {"model.crop": "64, one of 4 x 4 tiles (recipe: whole image)", "model.teacher_iterations": "1000 (recipe 50000)",
          "trainer.max_epochs": "4 (recipe 100)"}),  # fmt: skip
     # the paper recipe (a GPU's row: benchmarks/us_gpu.py runs it, scaled to a time budget, and
     # records the counts it scaled down in quality_row.json's "reduced")

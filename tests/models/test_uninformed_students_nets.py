@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from anomaly_kd.models.uninformed_students.patch_net import (
     PatchNet,
     dilated_max_pool2x2,
 )
-from anomaly_kd.models.uninformed_students.torch_model import UninformedStudentsModel
+from anomaly_kd.models.uninformed_students.torch_model import UninformedStudentsModel, crop_tiles
 
 PATCH_SIZES = (17, 33, 65)
 #: effective receptive field of the published tables (2x2/2 pools drop a row on odd sizes)
@@ -154,8 +155,10 @@ def test_crop_windows_give_the_full_image_dense_output():
             full = teacher.dense(images)
         torch.manual_seed(5)
         windows = model.crop_windows(scale, images, crop=6)
-        torch.manual_seed(5)  # the same random offsets, drawn as crop_windows draws them
-        offsets = [(int(torch.randint(0, 15, ())), int(torch.randint(0, 13, ()))) for _ in range(2)]
+        torch.manual_seed(5)  # the same random tiles, drawn as crop_windows draws them
+        ys, xs = [0, 6, 12, 14], [0, 6, 12]  # crop_tiles(20, 6), crop_tiles(18, 6)
+        tiles = [int(torch.randint(0, 12, ())) for _ in range(2)]
+        offsets = [(ys[t // 3], xs[t % 3]) for t in tiles]
         with torch.no_grad():
             out = teacher.dense_valid(windows)
         assert out.shape == (2, 128, 6, 6)
@@ -163,6 +166,43 @@ def test_crop_windows_give_the_full_image_dense_output():
             assert torch.allclose(out[b], full[b, :, y : y + 6, x : x + 6], atol=1e-6)
         target, outputs = model.training_pair(scale, images, crop=None)
         assert target.shape == (2, 128, 20, 18) and len(outputs) == 2
+
+
+def test_crop_tiles_cover_every_position_equally():
+    # crop divides the side: every output position lies in exactly one tile
+    starts = crop_tiles(256, 64)
+    assert starts == [0, 64, 128, 192]
+    coverage = np.zeros(256, int)
+    for s in starts:
+        coverage[s : s + 64] += 1
+    assert (coverage == 1).all()
+    # it does not: the last tile is flush with the edge, its overlap covered twice, nothing missed
+    assert crop_tiles(20, 6) == [0, 6, 12, 14]
+    coverage = np.zeros(20, int)
+    for s in crop_tiles(20, 6):
+        coverage[s : s + 6] += 1
+    assert coverage.min() == 1 and coverage.max() == 2 and (coverage[14:18] == 2).all()
+    assert crop_tiles(7, 7) == [0] and crop_tiles(7, 1) == list(range(7))
+    with pytest.raises(ValueError):
+        crop_tiles(7, 8)
+
+
+def test_crop_windows_draw_every_tile_alike():
+    # a 16 px image, crop 4: 16 tiles, each drawn about 1/16 of the time, the corner tile included
+    # (a start drawn from 0..12 would put the corner pixel into a crop once in 169 draws)
+    model = UninformedStudentsModel(patch_sizes=[17], n_students=1)
+    net = model.teachers[0]
+    half = net.receptive_field // 2  # the zero padding on each side
+    index = torch.arange(256.0).view(1, 1, 16, 16).expand(1, 3, 16, 16)  # pixel (y, x) holds 16 y + x
+    torch.manual_seed(1)
+    counts = {}
+    for _ in range(1600):
+        window = model.crop_windows(0, index, crop=4)
+        # the window's first valid output position sits on the crop's top-left pixel
+        first = round(float(window[0, 0, half, half] * net.std[0, 0] + net.mean[0, 0]))
+        counts[divmod(first, 16)] = counts.get(divmod(first, 16), 0) + 1
+    assert sorted(counts) == [(y, x) for y in (0, 4, 8, 12) for x in (0, 4, 8, 12)]
+    assert min(counts.values()) > 50  # of an expected 100 each
 
 
 def test_students_have_distinct_initialisations_and_mac_counts():

@@ -4,7 +4,8 @@ Before the first training step (``on_fit_start``): each scale's teacher is loade
 ``teacher_path`` or from the cache folder, or pretrained and saved there; then the teacher's
 per-dimension descriptor mean and std over the training images are measured (one pass over the
 train loader, whole images). Training: every student of every scale regresses the normalised
-teacher descriptors at every position of (a random ``crop`` of) each training image. Validation
+teacher descriptors at every position of each training image (or of one random ``crop`` x
+``crop`` tile of it, every position equally often: ``torch_model.crop_tiles``). Validation
 (normal images held out from train): the regression error and variance maps of every scale are
 collected, their means and stds become ``score_stats`` (a buffer, saved in checkpoints), and the
 resulting normalised maps give the thresholds. Tested: the weights after the last epoch.
