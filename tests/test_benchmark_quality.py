@@ -36,3 +36,13 @@ def test_row_line_reads_the_row_files(tmp_path):
     assert line == ("| simple_student (seed 1) | efficientnet_lite0 | 0.800 | 0.981 | 0.930 | 0.900 | 0.100 | "
                     "0.120 | 0.890 | 15.5 min | 14.0 | 100 | paper recipe | 1.0 / 2.0; threads 1 |")  # fmt: skip
     assert line.count("|") == quality.HEADER.splitlines()[0].count("|")
+
+
+def test_200_epoch_rows_differ_from_the_recipe_by_epochs_and_seed_alone():
+    base = quality.command("simple_student_lite0_recipe", Path("/d"), "tire", Path("/o"))
+    for s in range(5):
+        name = f"simple_student_lite0_e200_seed{s}"
+        longer = quality.command(name, Path("/d"), "tire", Path("/o"))
+        assert [a for a in longer if a not in base] == ["trainer.max_epochs=200", f"seed={s}", f"hydra.run.dir=/o/{name}"]
+        assert [a for a in base if a not in longer] == ["hydra.run.dir=/o/simple_student_lite0_recipe"]
+        assert quality.ROWS[name].label == f"simple_student (200 epochs; seed {s})"
