@@ -87,8 +87,8 @@ ROWS: dict[str, Row] = {
     # and 3 were added after it so that the recipe is quoted as a mean over four seeds
     **{f"stfpm_ensemble_lite0_recipe_seed{s}": _recipe("stfpm_ensemble", "efficientnet_lite0", seed=s) for s in (1, 2, 3)},
     # the authors' README command, `main.py train ... --epochs 200` (our recipe follows main.py's
-    # default, 100): in every recipe run whose logs were at hand the validation map mean was still
-    # falling at epochs 90-100 (logs/metrics.csv), a label-free sign of an unfinished training. Defined here
+    # default, 100): in every recipe run whose logs were at hand the validation map mean was lowest
+    # at epoch 95-98 of 100 (logs/metrics.csv), a label-free sign of an unfinished training. Defined here
     # with all five seeds before any of them ran (2026-12-06); checkpoint still by the lowest
     # validation map mean, so epochs past the best are never tested
     **{f"simple_student_lite0_e200_seed{s}": Row(
