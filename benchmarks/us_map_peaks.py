@@ -21,17 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from anomaly_kd.data.images import image_tensor, load_rgb  # noqa: E402
+from anomaly_kd.errors import UserError, exit_on_user_error  # noqa: E402
 from anomaly_kd.inference import load_checkpoint  # noqa: E402
-from anomaly_kd.models.uninformed_students.anomaly_map import combine_scales  # noqa: E402
-
-
-def normalised_terms(errors, variances, stats) -> torch.Tensor:
-    """``[scales, 2, B, H, W]``: (e - e_mean) / e_std and (v - v_mean) / v_std of every scale."""
-    terms = []
-    for s, (e, v) in enumerate(zip(errors, variances, strict=True)):
-        e_mean, e_std, v_mean, v_std = (float(x) for x in stats[s])
-        terms.append(torch.stack([(e - e_mean) / max(e_std, 1e-12), (v - v_mean) / max(v_std, 1e-12)]))
-    return torch.stack(terms)
+from anomaly_kd.models.uninformed_students.anomaly_map import combine_terms, normalised_terms  # noqa: E402
 
 
 def band_mask(size: int, band: int) -> torch.Tensor:
@@ -43,15 +35,15 @@ def band_mask(size: int, band: int) -> torch.Tensor:
 
 def peaks(errors, variances, stats, band: int) -> list[dict]:
     """Per image: score, its position, every scale's terms there, and the band / inner maxima."""
-    maps = combine_scales(errors, variances, stats)[:, 0]
-    terms = normalised_terms(errors, variances, stats)
+    terms = normalised_terms(errors, variances, stats)  # the method's own map, from these terms
+    maps = combine_terms(terms)[:, 0]
     in_band = band_mask(maps.shape[-1], band)
     out = []
     for b, m in enumerate(maps):
         y, x = divmod(int(m.flatten().argmax()), m.shape[-1])
         out.append({
             "score": float(m[y, x]), "y": y, "x": x, "in_band": bool(in_band[y, x]),
-            "terms": [(float(terms[s, 0, b, y, x]), float(terms[s, 1, b, y, x])) for s in range(len(errors))],
+            "terms": [(float(e[b, y, x]), float(v[b, y, x])) for e, v in terms],
             "band_max": float(m[in_band].max()), "inner_max": float(m[~in_band].max()),
         })  # fmt: skip
     return out
@@ -63,7 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("--band", type=int, default=32, help="width in pixels of the border band")
     args = parser.parse_args(argv)
+    return exit_on_user_error(report, args)
+
+
+def report(args: argparse.Namespace) -> int:
+    missing = [str(p) for p in args.images if not p.is_file()]
+    if missing:
+        raise UserError(f"no image file {missing[0]}: pass existing image paths.")
     loaded = load_checkpoint(args.checkpoint)
+    if loaded.name != "uninformed_students":
+        raise UserError(f"{args.checkpoint} is a {loaded.name} checkpoint: pass an Uninformed Students one.")
     net = loaded.model.model
     sizes = list(net.patch_sizes)
     head = ["image", "score", "peak (y, x)", f"peak in {args.band} px band"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.benchmarks.test_benchmark_scripts import load_script
@@ -27,3 +28,18 @@ def test_peak_position_terms_and_band_maxima_by_hand():
     assert p["score"] == (8.0 / 2 + 0 + 0 - 1) / 2 == 1.5
     assert p["terms"] == [(4.0, 0.0), (0.0, -1.0)]
     assert p["inner_max"] == 1.5 and p["band_max"] == (0 + 0 + 0 + 2.0) / 2
+
+
+def test_a_missing_image_or_checkpoint_ends_in_one_line(tmp_path, capsys):
+    script = load_script("us_map_peaks")
+    image = tmp_path / "a.png"
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([str(tmp_path / "none.ckpt"), str(image)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: no image file {image}: pass existing image paths."
+    image.write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([str(tmp_path / "none.ckpt"), str(image)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "none.ckpt" in err

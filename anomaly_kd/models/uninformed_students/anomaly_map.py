@@ -40,6 +40,34 @@ def mean_std(values: torch.Tensor) -> tuple[float, float]:
     return float(v.mean()), float(v.std(unbiased=False))
 
 
+def normalised_terms(
+    errors: Sequence[torch.Tensor],
+    variances: Sequence[torch.Tensor],
+    stats: torch.Tensor,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per scale ``(e~, v~)``: ``(e - e_mean) / e_std`` and ``(v - v_mean) / v_std`` with
+    ``stats[s] = (e_mean, e_std, v_mean, v_std)``."""
+    terms = []
+    for s, (e, v) in enumerate(zip(errors, variances, strict=True)):
+        e_mean, e_std, v_mean, v_std = (float(x) for x in stats[s])
+        terms.append(((e - e_mean) / max(e_std, 1e-12), (v - v_mean) / max(v_std, 1e-12)))
+    return terms
+
+
+def combine_terms(terms: Sequence[tuple[torch.Tensor, torch.Tensor]], score: str = "both") -> torch.Tensor:
+    """:func:`normalised_terms` ``[B, H, W]`` -> ``[B, 1, H, W]``: the average over scales of
+    e~ + v~ (``score="both"``), or of one of the two."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    total = torch.zeros_like(terms[0][0])
+    for e, v in terms:
+        if score in ("both", "error"):
+            total = total + e
+        if score in ("both", "variance"):
+            total = total + v
+    return (total / len(terms)).unsqueeze(1)
+
+
 def combine_scales(
     errors: Sequence[torch.Tensor],
     variances: Sequence[torch.Tensor],
@@ -50,11 +78,4 @@ def combine_scales(
     ``[B, 1, H, W]``: the average over scales of the normalised score."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    total = torch.zeros_like(errors[0])
-    for s, (e, v) in enumerate(zip(errors, variances, strict=True)):
-        e_mean, e_std, v_mean, v_std = (float(x) for x in stats[s])
-        if score in ("both", "error"):
-            total = total + (e - e_mean) / max(e_std, 1e-12)
-        if score in ("both", "variance"):
-            total = total + (v - v_mean) / max(v_std, 1e-12)
-    return (total / len(errors)).unsqueeze(1)
+    return combine_terms(normalised_terms(errors, variances, stats), score)
