@@ -76,6 +76,4 @@ def combine_scales(
 ) -> torch.Tensor:
     """Per-scale ``[B, H, W]`` maps and ``stats[s] = (e_mean, e_std, v_mean, v_std)`` ->
     ``[B, 1, H, W]``: the average over scales of the normalised score."""
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     return combine_terms(normalised_terms(errors, variances, stats), score)
