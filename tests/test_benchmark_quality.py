@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -38,11 +40,12 @@ def test_row_line_reads_the_row_files(tmp_path):
     assert line.count("|") == quality.HEADER.splitlines()[0].count("|")
 
 
-def test_200_epoch_rows_differ_from_the_recipe_by_epochs_and_seed_alone():
+@pytest.mark.parametrize("epochs", [200, 400])
+def test_longer_rows_differ_from_the_recipe_by_epochs_and_seed_alone(epochs):
     base = quality.command("simple_student_lite0_recipe", Path("/d"), "tire", Path("/o"))
     for s in range(5):
-        name = f"simple_student_lite0_e200_seed{s}"
+        name = f"simple_student_lite0_e{epochs}_seed{s}"
         longer = quality.command(name, Path("/d"), "tire", Path("/o"))
-        assert [a for a in longer if a not in base] == ["trainer.max_epochs=200", f"seed={s}", f"hydra.run.dir=/o/{name}"]
+        assert [a for a in longer if a not in base] == [f"trainer.max_epochs={epochs}", f"seed={s}", f"hydra.run.dir=/o/{name}"]
         assert [a for a in base if a not in longer] == ["hydra.run.dir=/o/simple_student_lite0_recipe"]
-        assert quality.ROWS[name].label == f"simple_student (200 epochs; seed {s})"
+        assert quality.ROWS[name].label == f"simple_student ({epochs} epochs; seed {s})"
