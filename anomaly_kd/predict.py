@@ -49,7 +49,7 @@ from anomaly_kd.data.images import IMAGE_EXTENSIONS, image_size_of, image_tensor
 from anomaly_kd.errors import UserError, exit_on_user_error
 from anomaly_kd.inference import LoadedCheckpoint, load_checkpoint, require_checkpoint
 from anomaly_kd.metrics.thresholds import finite_or_none
-from anomaly_kd.models.components.layout import channels_last_on
+from anomaly_kd.models.components.layout import channels_last_on, check_layout_mode
 from anomaly_kd.reporting.overlay_figure import overlay_panel
 
 log = logging.getLogger("anomaly_kd.predict")
@@ -151,15 +151,19 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     for path in paths:  # fail on an unreadable file before any work is done
         image_size_of(path)
 
-    loaded: LoadedCheckpoint = load_checkpoint(ckpt, cfg.get("image_size"), cfg.get("device", "auto"))
-    nhwc = channels_last_on(cfg.get("channels_last", "auto"), loaded.device.type, key="channels_last")
-    if nhwc:  # the same maps to float round-off, faster on the CPU (as in training and testing)
-        loaded.model.use_channels_last()
+    layout = cfg.get("channels_last", "auto")
+    check_layout_mode(layout, key="channels_last")  # like the options above: before the checkpoint is read
     given = cfg.get("threshold")
     try:
-        threshold = float(given) if given is not None else loaded.image_threshold
+        given_threshold = float(given) if given is not None else None
     except (TypeError, ValueError):
         raise UserError(f"threshold={given} is not a number: pass an image-score threshold or leave it out.") from None
+
+    loaded: LoadedCheckpoint = load_checkpoint(ckpt, cfg.get("image_size"), cfg.get("device", "auto"))
+    nhwc = channels_last_on(layout, loaded.device.type, key="channels_last")
+    if nhwc:  # the same maps to float round-off, faster on the CPU (as in training and testing)
+        loaded.model.use_channels_last()
+    threshold = given_threshold if given_threshold is not None else loaded.image_threshold
     if not math.isfinite(threshold):
         log.warning(
             "Checkpoint %s has no image threshold (validation never ran): scores are written, "

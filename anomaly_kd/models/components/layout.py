@@ -11,9 +11,14 @@ from __future__ import annotations
 from anomaly_kd.errors import UserError
 
 
+def check_layout_mode(mode: object, key: str = "model.channels_last") -> None:
+    """One error naming ``key`` unless ``mode`` is true, false or ``auto``."""
+    if mode not in (True, False, "auto"):
+        raise UserError(f"{key}={mode} must be true, false or auto.")
+
+
 def channels_last_on(mode: object, device_type: str, key: str = "model.channels_last") -> bool:
     """Whether ``mode`` (true / false, or ``auto`` = on for the CPU only) puts a model on
     ``device_type`` in channels_last; anything else is one error naming ``key``."""
-    if mode not in (True, False, "auto"):
-        raise UserError(f"{key}={mode} must be true, false or auto.")
+    check_layout_mode(mode, key)
     return device_type == "cpu" if mode == "auto" else bool(mode)
