@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import FAST, REPO, compose_config
+
+
+def tiny_stfpm_run(tmp_path) -> tuple[dict, Path]:
+    """A finished STFPM run (random weights, a few steps) on a generated 64 px MVTec-layout
+    category of 10 training normals and 3 + 3 test images: its results and its output folder."""
+    from anomaly_kd.data.synthetic import make_synthetic_mvtec
+    from anomaly_kd.pipeline import run
+
+    data = make_synthetic_mvtec(tmp_path / "data", category="widget", n_train=10, n_test_good=3, n_test_defect=3, size=64)
+    overrides = ["model=stfpm", "data=mvtec", "category=widget", f"paths.data_dir={data}", "logger=none",
+                 "model.pretrained=false", "data.cache=none", *FAST]  # fmt: skip
+    results = run(compose_config(overrides, tmp_path / "run"))
+    return results, Path(results["output_dir"])
 
 
 def load_script(name: str):

@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from anomaly_kd.data.synthetic import make_synthetic_mvtec
 from anomaly_kd.errors import UserError
-from tests.benchmarks.test_benchmark_scripts import load_script
-from tests.helpers import FAST, compose_config
+from tests.benchmarks.test_benchmark_scripts import load_script, tiny_stfpm_run
 
 
 def test_region_stats_by_hand():
@@ -47,13 +45,7 @@ def test_region_stats_needs_both_kinds_of_image_and_a_mask_on_each_defect():
 def test_on_a_trained_run_the_normal_maxima_are_the_runs_own_scores(tmp_path, capsys):
     """STFPM's image score is its map's maximum, so the median normal-image maximum recomputed from
     the tested checkpoint is the median of the run's own normal test scores (scores.csv)."""
-    from anomaly_kd.pipeline import run
-
-    data = make_synthetic_mvtec(tmp_path / "data", category="widget", n_train=10, n_test_good=3, n_test_defect=3, size=64)
-    overrides = ["model=stfpm", "data=mvtec", "category=widget", f"paths.data_dir={data}", "logger=none",
-                 "model.pretrained=false", "data.cache=none", *FAST]  # fmt: skip
-    results = run(compose_config(overrides, tmp_path / "run"))
-    run_dir = Path(results["output_dir"])
+    results, run_dir = tiny_stfpm_run(tmp_path)
     script = load_script("map_regions")
     assert script.main([str(run_dir)]) == 0
     record = json.loads((run_dir / "map_regions.json").read_text())

@@ -4,14 +4,11 @@ normals, checked against the run's own test results (the same checkpoint, the sa
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from anomaly_kd.data.synthetic import make_synthetic_mvtec
 from anomaly_kd.errors import UserError
-from tests.benchmarks.test_benchmark_scripts import load_script
-from tests.helpers import FAST, compose_config
+from tests.benchmarks.test_benchmark_scripts import load_script, tiny_stfpm_run
 
 
 def test_choice_is_the_highest_synthetic_auroc_and_ties_go_to_the_earlier_rule():
@@ -25,13 +22,7 @@ def test_choice_is_the_highest_synthetic_auroc_and_ties_go_to_the_earlier_rule()
 
 @pytest.mark.slow
 def test_score_rules_on_a_trained_run_reproduces_its_test_results(tmp_path, capsys):
-    from anomaly_kd.pipeline import run
-
-    data = make_synthetic_mvtec(tmp_path / "data", category="widget", n_train=10, n_test_good=3, n_test_defect=3, size=64)
-    overrides = ["model=stfpm", "data=mvtec", "category=widget", f"paths.data_dir={data}", "logger=none",
-                 "model.pretrained=false", "data.cache=none", *FAST]  # fmt: skip
-    results = run(compose_config(overrides, tmp_path / "run"))
-    run_dir = Path(results["output_dir"])
+    results, run_dir = tiny_stfpm_run(tmp_path)
     script = load_script("score_rules")
     assert script.main([str(run_dir), "--rules", "model,max,blur2"]) == 0
     record = json.loads((run_dir / "score_rules.json").read_text())
