@@ -5,8 +5,8 @@ description, not a choice).
 
 For each run folder (its checkpoints and ``results.json``, as ``benchmarks/quality.py`` writes
 them) this scores the run's own test set with the checkpoint the run tested (the maps of its test
-step, at the model's resolution, batched as the run batched them: ``score_rules.score_set``) and
-reports from the test masks and labels:
+step, at the model's resolution, batched as the run batched them: ``score_rules.load_tested_run``
+and ``score_set``) and reports from the test masks and labels:
 
 - the mean map value over defect pixels, over the other pixels of defective images and over the
   pixels of normal images, and the ratio of the first to the last;
@@ -29,17 +29,13 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from anomaly_kd.errors import UserError, exit_on_user_error  # noqa: E402
-from anomaly_kd.inference import load_checkpoint  # noqa: E402
-from anomaly_kd.models.components.layout import channels_last_on  # noqa: E402
-from anomaly_kd.trainer_setup import build_datamodule  # noqa: E402
-from score_rules import score_set, tested_checkpoint  # noqa: E402
+from score_rules import load_tested_run, score_set  # noqa: E402
 
 
 def region_stats(maps: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
@@ -51,11 +47,10 @@ def region_stats(maps: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) 
         raise UserError("map_regions needs normal and defective test images.")
     if not masks[defective].any(dim=1).all():
         raise UserError("map_regions needs a defect mask with at least one pixel on every defective image.")
-    defect = maps[defective][masks[defective]].mean()
-    around = maps[defective][~masks[defective]].mean()
-    normal = maps[~defective].mean()
-    normal_max = maps[~defective].amax(dim=1).quantile(0.5)  # the middle two averaged, as statistics.median
-    defect_max = torch.stack([m[k].max() for m, k in zip(maps[defective], masks[defective])]).quantile(0.5)
+    bad, bad_masks, good = maps[defective], masks[defective], maps[~defective]
+    defect, around, normal = bad[bad_masks].mean(), bad[~bad_masks].mean(), good.mean()
+    normal_max = good.amax(dim=1).quantile(0.5)  # the middle two averaged, as statistics.median
+    defect_max = bad.masked_fill(~bad_masks, -torch.inf).amax(dim=1).quantile(0.5)
     return {
         "mean_defect_pixels": float(defect), "mean_other_pixels_of_defective_images": float(around),
         "mean_normal_images": float(normal), "defect_to_normal_mean": float(defect / normal),
@@ -65,16 +60,8 @@ def region_stats(maps: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) 
 
 
 def evaluate_run(run: Path) -> dict:
-    if not (run / "results.json").is_file():
-        raise UserError(f"{run} has no results.json: pass the folder of a finished `python -m anomaly_kd.run` job.")
-    results = json.loads((run / "results.json").read_text())
-    cfg = OmegaConf.create(results["config"])
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    loaded = load_checkpoint(tested_checkpoint(run, results), image_size=int(cfg.data.image_size))
-    if channels_last_on(cfg.model.get("channels_last", "auto"), loaded.device.type):  # the run's layout
-        loaded.model.use_channels_last()
-    test = score_set(loaded.model, datamodule.test_dataloader())
+    results, datamodule, model = load_tested_run(run)
+    test = score_set(model, datamodule.test_dataloader())
     return {
         "run": run.name, "epochs_trained": results.get("epochs_trained"), "n_images": len(test["labels"]),
         **region_stats(test["maps"], test["labels"], test["masks"]),

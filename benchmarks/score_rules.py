@@ -29,6 +29,7 @@ import json
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,24 +91,31 @@ def tested_checkpoint(run: Path, results: dict) -> Path:
     return best if str(results.get("tested_checkpoint", "")).endswith("best.ckpt") else run / "checkpoints" / "last.ckpt"
 
 
-def evaluate_run(run: Path, rules: tuple[str, ...], window: float, synthetic_seed: int) -> dict:
+def load_tested_run(run: Path) -> tuple[dict, Any, Any]:
+    """A finished run folder's ``results.json``, its datamodule (set up: the run's own validation
+    hold-out and test set) and the model of the checkpoint it tested, in the run's memory layout."""
     if not (run / "results.json").is_file():
         raise UserError(f"{run} has no results.json: pass the folder of a finished `python -m anomaly_kd.run` job.")
     results = json.loads((run / "results.json").read_text())
-    config = results["config"]
-    cfg = OmegaConf.create(config)
+    cfg = OmegaConf.create(results["config"])
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     loaded = load_checkpoint(tested_checkpoint(run, results), image_size=int(cfg.data.image_size))
-    fpr_limit = float(config.get("fpr_limit", 0.3))
     if channels_last_on(cfg.model.get("channels_last", "auto"), loaded.device.type):  # the run's layout
         loaded.model.use_channels_last()
+    return results, datamodule, loaded.model
+
+
+def evaluate_run(run: Path, rules: tuple[str, ...], window: float, synthetic_seed: int) -> dict:
+    results, datamodule, model = load_tested_run(run)
+    config = results["config"]
+    fpr_limit = float(config.get("fpr_limit", 0.3))
     normals = datamodule.val_set
     synthetic = ConcatDataset([normals, DefectCopies(normals, seed=synthetic_seed, window=window)])
-    val = score_set(loaded.model, DataLoader(synthetic, batch_size=datamodule.eval_batch_size, shuffle=False))
+    val = score_set(model, DataLoader(synthetic, batch_size=datamodule.eval_batch_size, shuffle=False))
     val_rules = rule_metrics(val, rules)
     chosen = choose(val_rules, rules)  # before the test set is touched
-    test = score_set(loaded.model, datamodule.test_dataloader())  # the run's own test batches
+    test = score_set(model, datamodule.test_dataloader())  # the run's own test batches
     return {
         "run": run.name, "model": config["model"]["name"], "teacher": config["model"].get("backbone"),
         "seed": config.get("seed"), "rules": list(rules), "window": window, "synthetic_seed": synthetic_seed,

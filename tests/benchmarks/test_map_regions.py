@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
@@ -30,7 +29,7 @@ def test_region_stats_by_hand():
     assert stats["defect_to_normal_max"] == 10.0 / 4.5
 
 
-def test_region_stats_needs_both_kinds_of_image_and_a_mask_on_each_defect():
+def test_region_stats_needs_both_kinds_of_image_and_a_mask_on_each_defect(tmp_path):
     script = load_script("map_regions")
     maps, masks = torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)
     with pytest.raises(UserError, match="needs normal and defective test images"):
@@ -38,7 +37,7 @@ def test_region_stats_needs_both_kinds_of_image_and_a_mask_on_each_defect():
     with pytest.raises(UserError, match="a defect mask with at least one pixel on every defective image"):
         script.region_stats(maps, torch.tensor([0, 1]), masks)
     with pytest.raises(UserError, match="has no results.json"):
-        script.main([str(Path("no-such-run"))])
+        script.main([str(tmp_path)])
 
 
 @pytest.mark.slow
