@@ -40,12 +40,15 @@ def test_row_line_reads_the_row_files(tmp_path):
     assert line.count("|") == quality.HEADER.splitlines()[0].count("|")
 
 
-@pytest.mark.parametrize("epochs", [200, 400])
-def test_longer_rows_differ_from_the_recipe_by_epochs_and_seed_alone(epochs):
-    base = quality.command("simple_student_lite0_recipe", Path("/d"), "tire", Path("/o"))
-    for s in range(5):
-        name = f"simple_student_lite0_e{epochs}_seed{s}"
+@pytest.mark.parametrize(("method", "epochs", "seeds"),
+                         [("simple_student", 200, 5), ("simple_student", 400, 5), ("stfpm_ensemble", 200, 4)])
+def test_longer_rows_differ_from_the_recipe_by_epochs_and_seed_alone(method, epochs, seeds):
+    recipe = f"{method}_lite0_recipe"
+    base = quality.command(recipe, Path("/d"), "tire", Path("/o"))
+    for s in range(seeds):
+        name = f"{method}_lite0_e{epochs}_seed{s}"
         longer = quality.command(name, Path("/d"), "tire", Path("/o"))
         assert [a for a in longer if a not in base] == [f"trainer.max_epochs={epochs}", f"seed={s}", f"hydra.run.dir=/o/{name}"]
-        assert [a for a in base if a not in longer] == ["hydra.run.dir=/o/simple_student_lite0_recipe"]
-        assert quality.ROWS[name].label == f"simple_student ({epochs} epochs; seed {s})"
+        assert [a for a in base if a not in longer] == [f"hydra.run.dir=/o/{recipe}"]
+        assert quality.ROWS[name].label == f"{method} ({epochs} epochs; seed {s})"
+    assert f"{method}_lite0_e{epochs}_seed{seeds}" not in quality.ROWS
