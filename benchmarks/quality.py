@@ -109,8 +109,8 @@ ROWS: dict[str, Row] = {
     # the ensemble recipe at the STFPM README's 200 epochs: each of its six students whose logs were
     # at hand (seeds 2 and 3) had its own validation error lowest at epoch 80-99 of 100, the sign that
     # moved Simple Student to 200 epochs above. The checkpoint rule stays per student (each student's
-    # lowest validation map mean); with a constant LR and the same seed, each run's first 100 epochs
-    # are the 100-epoch run. Defined with seeds 0-3 (the recipe's four seeds) before any ran
+    # lowest validation map mean); with a constant LR, the same seed and the same torch threads, each
+    # run's first 100 epochs are the 100-epoch run. Defined with seeds 0-3 (the recipe's four seeds) before any ran
     # (2026-12-06, third sitting)
     **{f"stfpm_ensemble_lite0_e200_seed{s}": Row(
         "stfpm_ensemble", "efficientnet_lite0",
