@@ -46,6 +46,10 @@ def test_stfpm_end_to_end_writes_results_checkpoints_and_images(run_tiny, tmp_pa
     assert sorted(p.name for p in (out / "images").iterdir()) == expected and len(expected) == 4
     assert (out / "scores.csv").read_text().count("\n") == 1 + metrics["n_images"]
     assert (out / "logs" / "metrics.csv").is_file()
+    # the tested epoch is the one whose validation map mean was lowest (0-based, as the log counts)
+    with open(out / "logs" / "metrics.csv") as handle:
+        curve = {int(r["epoch"]): float(r["val/map_mean"]) for r in csv.DictReader(handle) if r.get("val/map_mean")}
+    assert sorted(curve) == [0, 1] and saved["tested_epoch"] == min(curve, key=curve.get)
 
 
 def test_thresholds_come_from_validation_normals_and_travel_in_the_checkpoint(run_tiny):
@@ -64,6 +68,7 @@ def test_test_only_run_from_checkpoint_reproduces_metrics(run_tiny):
     again = run_tiny("stfpm", "train=false", f"ckpt_path={best}")
     for key in ("image_auroc", "pixel_auroc", "aupro"):
         assert again["metrics"][key] == pytest.approx(first["metrics"][key], abs=1e-12)
+    assert again["tested_epoch"] == first["tested_epoch"] == 0  # the checkpoint's own epoch (FAST: one epoch)
 
 
 def _cli(args: list[str], cwd: Path, env_extra: dict | None = None, exe=None):

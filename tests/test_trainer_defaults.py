@@ -1,5 +1,6 @@
 """trainer groups: the default picks the accelerator that exists, trainer=cpu forces the CPU,
-trainer=gpu stops with one line where torch sees no GPU; results name the device."""
+trainer=gpu stops with one line where torch sees no GPU; results name the device and the tested
+epoch."""
 
 from __future__ import annotations
 
@@ -87,3 +88,19 @@ def test_channels_last_gives_the_same_maps_and_is_on_for_the_cpu_by_default(comp
     cfg.model.channels_last = False
     assert apply_channels_last(cfg, plain, trainer) is False
     assert plain.model.student.body["stem"][0].weight.is_contiguous()
+
+
+def test_tested_epoch_reads_the_checkpoint_or_the_last_epoch(tmp_path):
+    import torch
+
+    from anomaly_kd.trainer_setup import tested_epoch
+
+    assert tested_epoch(None, trained=True, epochs_trained=30) == 29  # the weights after the last epoch
+    assert tested_epoch(None, trained=False, epochs_trained=0) is None  # nothing trained, nothing read
+    single, per_student, joint = tmp_path / "single.ckpt", tmp_path / "per_student.ckpt", tmp_path / "joint.ckpt"
+    torch.save({"epoch": 7, "state_dict": {}}, single)
+    torch.save({"epoch": 9, "student_selection": {"epochs": [4, 9, 2]}}, per_student)
+    torch.save({"epoch": 5, "student_selection": {"epochs": [None, None]}}, joint)  # checkpoint_rule=joint
+    assert tested_epoch(str(single), trained=True, epochs_trained=30) == 7
+    assert tested_epoch(str(per_student), trained=True, epochs_trained=10) == [4, 9, 2]
+    assert tested_epoch(str(joint), trained=True, epochs_trained=10) == 5

@@ -197,4 +197,5 @@ def test_end_to_end(run_tiny):
     assert results["model"] == "reverse_distillation" and results["status"] == "ok"
     assert 0.0 <= results["metrics"]["image_auroc"] <= 1.0
     assert results["tested_checkpoint"] == "weights after the last training epoch"
+    assert results["tested_epoch"] == results["epochs_trained"] - 1 == 0
     assert results["model_summary"]["trainable_parameters"] == 15_383_168

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,11 +172,17 @@ def test_loss_decreases_and_planted_defect_scores_higher(texture):
 
 @pytest.mark.slow
 def test_end_to_end(run_tiny):
-    results = run_tiny("stfpm_ensemble")
+    results = run_tiny("stfpm_ensemble", "trainer.max_epochs=2", logger="csv")
     assert results["model"] == "stfpm_ensemble" and results["status"] == "ok"
     assert 0.0 <= results["metrics"]["image_auroc"] <= 1.0
     assert results["model_summary"]["n_students"] == 3
     assert results["tested_checkpoint"].endswith("best.ckpt")  # written after the per-student selection
+    # each student's tested epoch is its own lowest validation error in the log (0-based)
+    with open(Path(results["output_dir"]) / "logs" / "metrics.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val/error_student0")]
+    curves = [{int(r["epoch"]): float(r[f"val/error_student{m}"]) for r in rows} for m in range(results["model_summary"]["n_students"])]
+    assert all(sorted(c) == [0, 1] for c in curves)
+    assert results["tested_epoch"] == [min(c, key=c.get) for c in curves]
 
 
 def _constant_students(n):
