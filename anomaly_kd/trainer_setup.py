@@ -121,7 +121,7 @@ def tested_epoch(ckpt: str | None, trained: bool, epochs_trained: int) -> int | 
         return epochs_trained - 1 if trained and epochs_trained > 0 else None
     import torch
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)  # read once by the test already
     epochs = (state.get("student_selection") or {}).get("epochs")
     if epochs and all(e is not None for e in epochs):
         return [int(e) for e in epochs]
