@@ -138,7 +138,7 @@ def _test(cfg, job: JobState, trainer, model, datamodule, trained: bool, timing:
     n_test = len(model.test_scores)
     timing["test_images_per_second"] = n_test / max(timing["test_seconds"], 1e-9)
     results["tested_checkpoint"] = ckpt or "weights after the last training epoch"
-    results["tested_epoch"] = tested_epoch(ckpt, trained, results["epochs_trained"])
+    results["tested_epoch"] = tested_epoch(model, ckpt, trained, results["epochs_trained"])
     results["metrics"] = model.test_results
     timing["metric_seconds"] = model.test_results.get("metric_seconds")
     if trainer.is_global_zero:

@@ -112,20 +112,13 @@ def checkpoint_to_test(cfg: DictConfig, trainer: pl.Trainer, trained: bool) -> s
     return callback.best_model_path or None
 
 
-def tested_epoch(ckpt: str | None, trained: bool, epochs_trained: int) -> int | list[int] | None:
+def tested_epoch(model: pl.LightningModule, ckpt: str | None, trained: bool, epochs_trained: int) -> int | list[int] | None:
     """The training epoch whose weights were tested, counted from 0 as ``logs/metrics.csv`` counts
-    them: the checkpoint's own epoch, or each student's when the method chose one epoch per student
-    (stfpm_ensemble's per-student rule); without a checkpoint, the last epoch trained (None when
-    nothing was trained)."""
+    them: the tested checkpoint's (read by the model as the test loaded it; one per student under
+    stfpm_ensemble's per-student rule), else the last epoch trained (None when nothing was)."""
     if ckpt is None:
         return epochs_trained - 1 if trained and epochs_trained > 0 else None
-    import torch
-
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)  # read once by the test already
-    epochs = (state.get("student_selection") or {}).get("epochs")
-    if epochs and all(e is not None for e in epochs):
-        return [int(e) for e in epochs]
-    return int(state["epoch"]) if "epoch" in state else None
+    return model.loaded_epochs()
 
 
 def resolve_checkpoint(ckpt_path: str | None, trainer: pl.Trainer) -> str | None:

@@ -90,17 +90,20 @@ def test_channels_last_gives_the_same_maps_and_is_on_for_the_cpu_by_default(comp
     assert plain.model.student.body["stem"][0].weight.is_contiguous()
 
 
-def test_tested_epoch_reads_the_checkpoint_or_the_last_epoch(tmp_path):
-    import torch
-
+def test_tested_epoch_reads_the_checkpoint_or_the_last_epoch():
+    from anomaly_kd.models.stfpm import STFPM
+    from anomaly_kd.models.stfpm_ensemble import STFPMEnsemble
     from anomaly_kd.trainer_setup import tested_epoch
 
-    assert tested_epoch(None, trained=True, epochs_trained=30) == 29  # the weights after the last epoch
-    assert tested_epoch(None, trained=False, epochs_trained=0) is None  # nothing trained, nothing read
-    single, per_student, joint = tmp_path / "single.ckpt", tmp_path / "per_student.ckpt", tmp_path / "joint.ckpt"
-    torch.save({"epoch": 7, "state_dict": {}}, single)
-    torch.save({"epoch": 9, "student_selection": {"epochs": [4, 9, 2]}}, per_student)
-    torch.save({"epoch": 5, "student_selection": {"epochs": [None, None]}}, joint)  # checkpoint_rule=joint
-    assert tested_epoch(str(single), trained=True, epochs_trained=30) == 7
-    assert tested_epoch(str(per_student), trained=True, epochs_trained=10) == [4, 9, 2]
-    assert tested_epoch(str(joint), trained=True, epochs_trained=10) == 5
+    single, per_student = STFPM(pretrained=False), STFPMEnsemble(pretrained=False)
+    joint = STFPMEnsemble(pretrained=False, checkpoint_rule="joint")
+    assert tested_epoch(single, None, trained=True, epochs_trained=30) == 29  # the weights after the last epoch
+    assert tested_epoch(single, None, trained=False, epochs_trained=0) is None  # nothing trained
+    assert tested_epoch(single, "best.ckpt", trained=True, epochs_trained=30) is None  # nothing loaded yet
+    single.on_load_checkpoint({"epoch": 7, "state_dict": {}})  # Lightning's hook, as the test loads the file
+    selection = {"errors": [1.0, 2.0, 3.0], "epochs": [4, 9, 2], "states": [None] * 3, "pending": False}
+    per_student.on_load_checkpoint({"epoch": 9, "student_selection": selection})
+    joint.on_load_checkpoint({"epoch": 5, "student_selection": {**selection, "epochs": [None] * 3}})
+    assert tested_epoch(single, "best.ckpt", trained=True, epochs_trained=30) == 7
+    assert tested_epoch(per_student, "best.ckpt", trained=True, epochs_trained=10) == [4, 9, 2]
+    assert tested_epoch(joint, "best.ckpt", trained=True, epochs_trained=10) == 5

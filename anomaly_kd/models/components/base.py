@@ -285,6 +285,14 @@ class AnomalyModule(pl.LightningModule):
         maps, scores = self._maps_and_scores(batch["image"])
         return {"maps": maps, "scores": scores}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.checkpoint_epoch = checkpoint.get("epoch")  # of the weights loaded last (results.json's tested_epoch)
+
+    def loaded_epochs(self) -> int | list[int] | None:
+        """The training epoch (from 0, as logs/metrics.csv counts) of the weights loaded from a
+        checkpoint; None before any was loaded."""
+        return getattr(self, "checkpoint_epoch", None)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """What export/predict need besides the weights: the registered model name (to rebuild
         the class) and the training image size (set by the pipeline; None if unknown)."""

@@ -149,10 +149,17 @@ class STFPMEnsemble(StudentTeacherModule):
         checkpoint["student_selection"] = {**self.selection.state_dict(), "pending": self.selection_pending}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("student_selection")
         if state is not None:
             self.selection.load_state_dict(state)
             self.selection_pending = bool(state["pending"]) and self.per_student
+
+    def loaded_epochs(self) -> int | list[int] | None:
+        """Per student, the epoch its weights come from (the per-student rule); else the checkpoint's."""
+        if self.per_student and all(e is not None for e in self.selection.epochs):
+            return list(self.selection.epochs)
+        return super().loaded_epochs()
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
         return self.model.students.parameters()
