@@ -65,6 +65,15 @@ def _recipe(model: str, teacher: str, seed: int | None = None) -> Row:
     return Row(model, teacher, (f"model={model}", f"model.backbone={teacher}"), seed=seed)
 
 
+def _longer(model: str, teacher: str, epochs: int, why: str, seeds: int) -> dict[str, Row]:
+    """Rows ``<model>_<lite0|lite1|...>_e<epochs>_seed<s>``, s = 0..seeds-1: the recipe trained for ``epochs``
+    (``why``: the reduced-settings note, with the recipe's value)."""
+    name = f"{model}_{teacher.removeprefix('efficientnet_')}_e{epochs}_seed"
+    overrides = (f"model={model}", f"model.backbone={teacher}", f"trainer.max_epochs={epochs}")
+    return {f"{name}{s}": Row(model, teacher, overrides, {"trainer.max_epochs": why}, seed=s, variant=f"{epochs} epochs")
+            for s in range(seeds)}  # fmt: skip
+
+
 ROWS: dict[str, Row] = {
     "stfpm_lite0": _stfpm_like("stfpm", "efficientnet_lite0", 30, 100),
     "stfpm_lite1": _stfpm_like("stfpm", "efficientnet_lite1", 30, 100),
@@ -91,32 +100,24 @@ ROWS: dict[str, Row] = {
     # at epoch 95-98 of 100 (logs/metrics.csv), a label-free sign of an unfinished training. Defined here
     # with all five seeds before any of them ran (2026-12-06); checkpoint still by the lowest
     # validation map mean, so epochs past the best are never tested
-    **{f"simple_student_lite0_e200_seed{s}": Row(
-        "simple_student", "efficientnet_lite0",
-        ("model=simple_student", "model.backbone=efficientnet_lite0", "trainer.max_epochs=200"),
-        {"trainer.max_epochs": "200: STFPM README (recipe: main.py default 100)"}, seed=s,
-        variant="200 epochs") for s in range(5)},  # fmt: skip
+    **_longer(
+        "simple_student", "efficientnet_lite0", 200, "200: STFPM README (recipe: main.py default 100)", 5),
     # 400 epochs: the 200-epoch runs still chose epochs 174-197 of 200, with a validation map mean a
     # third of the 100-epoch runs' (quality.md "Longer training"), so validation normals alone ask for
     # longer training. The learning rate is constant (SGD 0.4), so with the same seed each run's
     # first 200 epochs are the 200-epoch run; the checkpoint is still the lowest validation map mean.
     # Defined with all five seeds before any of them ran (2026-12-06, second sitting)
-    **{f"simple_student_lite0_e400_seed{s}": Row(
-        "simple_student", "efficientnet_lite0",
-        ("model=simple_student", "model.backbone=efficientnet_lite0", "trainer.max_epochs=400"),
-        {"trainer.max_epochs": "400: twice the STFPM README's 200 (recipe: main.py default 100)"}, seed=s,
-        variant="400 epochs") for s in range(5)},  # fmt: skip
+    **_longer(
+        "simple_student", "efficientnet_lite0", 400, "400: twice the STFPM README's 200 (recipe: main.py default 100)",
+        5),
     # the ensemble recipe at the STFPM README's 200 epochs: each of its six students whose logs were
     # at hand (seeds 2 and 3) had its own validation error lowest at epoch 80-99 of 100, the sign that
     # moved Simple Student to 200 epochs above. The checkpoint rule stays per student (each student's
     # lowest validation map mean); with a constant LR, the same seed and the same torch threads, each
     # run's first 100 epochs are the 100-epoch run. Defined with seeds 0-3 (the recipe's four seeds) before any ran
     # (2026-12-06, third sitting)
-    **{f"stfpm_ensemble_lite0_e200_seed{s}": Row(
-        "stfpm_ensemble", "efficientnet_lite0",
-        ("model=stfpm_ensemble", "model.backbone=efficientnet_lite0", "trainer.max_epochs=200"),
-        {"trainer.max_epochs": "200: STFPM README (recipe: main.py default 100)"}, seed=s,
-        variant="200 epochs") for s in range(4)},  # fmt: skip
+    **_longer(
+        "stfpm_ensemble", "efficientnet_lite0", 200, "200: STFPM README (recipe: main.py default 100)", 4),
     "rd4ad_lite0_recipe": _recipe("reverse_distillation", "efficientnet_lite0"),
     "rd4ad_lite2_recipe": _recipe("reverse_distillation", "efficientnet_lite2"),
     # Uninformed Students: conf/experiment/us_reduced.yaml (the paper recipe needs ~34 h of teacher
