@@ -40,15 +40,20 @@ def test_row_line_reads_the_row_files(tmp_path):
     assert line.count("|") == quality.HEADER.splitlines()[0].count("|")
 
 
-@pytest.mark.parametrize(("method", "epochs", "seeds"),
-                         [("simple_student", 200, 5), ("simple_student", 400, 5), ("stfpm_ensemble", 200, 4)])
-def test_longer_rows_differ_from_the_recipe_by_epochs_and_seed_alone(method, epochs, seeds):
+@pytest.mark.parametrize(("method", "epochs", "seeds", "size"),
+                         [("simple_student", 200, 5, None), ("simple_student", 400, 5, None),
+                          ("stfpm_ensemble", 200, 4, None), ("simple_student", 200, 5, 256)])
+def test_longer_rows_differ_from_the_recipe_by_epochs_size_and_seed_alone(method, epochs, seeds, size):
     recipe = f"{method}_lite0_recipe"
     base = quality.command(recipe, Path("/d"), "tire", Path("/o"))
+    px = "" if size is None else f"_px{size}"
     for s in range(seeds):
-        name = f"{method}_lite0_e{epochs}_seed{s}"
+        name = f"{method}_lite0_e{epochs}{px}_seed{s}"
         longer = quality.command(name, Path("/d"), "tire", Path("/o"))
-        assert [a for a in longer if a not in base] == [f"trainer.max_epochs={epochs}", f"seed={s}", f"hydra.run.dir=/o/{name}"]
+        sized = [] if size is None else [f"data.image_size={size}"]
+        assert [a for a in longer if a not in base] == [f"trainer.max_epochs={epochs}", *sized, f"seed={s}",
+                                                         f"hydra.run.dir=/o/{name}"]  # fmt: skip
         assert [a for a in base if a not in longer] == [f"hydra.run.dir=/o/{recipe}"]
-        assert quality.ROWS[name].label == f"{method} ({epochs} epochs; seed {s})"
-    assert f"{method}_lite0_e{epochs}_seed{seeds}" not in quality.ROWS
+        variant = f"{epochs} epochs" + ("" if size is None else f"; {size} px")
+        assert quality.ROWS[name].label == f"{method} ({variant}; seed {s})"
+    assert f"{method}_lite0_e{epochs}{px}_seed{seeds}" not in quality.ROWS
