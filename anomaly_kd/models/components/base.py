@@ -84,6 +84,7 @@ class AnomalyModule(pl.LightningModule):
         self.eval_resolution = "model"  # set from the config by the pipeline: model | native
         self.rd4ad_pro = False  # set from the config by the pipeline: also the RD4AD authors' per-image PRO
         self.results_handoff: str | None = None  # ddp_spawn: where rank 0 writes the test results
+        self.checkpoint_epoch: int | None = None  # epoch of the weights loaded last from a checkpoint (on_load_checkpoint)
         self.register_buffer("image_threshold", torch.tensor(float("nan")))
         self.register_buffer("pixel_threshold", torch.tensor(float("nan")))
         self._val_maps: list[torch.Tensor] = []
@@ -286,12 +287,12 @@ class AnomalyModule(pl.LightningModule):
         return {"maps": maps, "scores": scores}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.checkpoint_epoch = checkpoint.get("epoch")  # of the weights loaded last (results.json's tested_epoch)
+        self.checkpoint_epoch = checkpoint.get("epoch")  # results.json's tested_epoch
 
     def loaded_epochs(self) -> int | list[int] | None:
         """The training epoch (from 0, as logs/metrics.csv counts) of the weights loaded from a
         checkpoint; None before any was loaded."""
-        return getattr(self, "checkpoint_epoch", None)
+        return self.checkpoint_epoch
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """What export/predict need besides the weights: the registered model name (to rebuild
