@@ -57,3 +57,16 @@ def test_longer_rows_differ_from_the_recipe_by_epochs_size_and_seed_alone(method
         variant = f"{epochs} epochs" + ("" if size is None else f"; {size} px")
         assert quality.ROWS[name].label == f"{method} ({variant}; seed {s})"
     assert f"{method}_lite0_e{epochs}{px}_seed{seeds}" not in quality.ROWS
+
+
+def test_mvtec3d_rows_differ_from_the_200_epoch_rows_by_the_data_set_split_alone():
+    for s in range(5):
+        base = quality.command(f"simple_student_lite0_e200_seed{s}", Path("/d/mvtec3d_tire256"), "tire", Path("/o"))
+        name = f"simple_student_lite0_e200_mvtec3d_seed{s}"
+        own = quality.command(name, Path("/d/mvtec3d_tire256"), "tire", Path("/o"))
+        assert [a for a in own if a not in base] == [
+            "data=mvtec3d", "paths.data_dir=/o/_layouts/mvtec3d_tire256_mvtec3d", f"hydra.run.dir=/o/{name}"]
+        assert [a for a in base if a not in own] == [
+            "data=mvtec", "paths.data_dir=/d/mvtec3d_tire256", f"hydra.run.dir=/o/simple_student_lite0_e200_seed{s}"]
+        assert quality.ROWS[name].label == f"simple_student (200 epochs; the data set's train/validation split; seed {s})"
+    assert "simple_student_lite0_e200_mvtec3d_seed5" not in quality.ROWS
