@@ -1,0 +1,46 @@
+"""Which normal test images cost a run its image AUROC (test labels; a description that chooses nothing).
+
+    python benchmarks/normal_shares.py benchmarks/quality_runs/<row>/scores.csv [...]
+
+For each ``scores.csv`` (a run's per-image test scores: ``path``, ``label``, ``score``) it prints one line:
+the run folder's name, the sum over normal images of the share of defective images each normal scores
+at or above (ties count), and the five largest shares with the normals' file stems. The sum is
+``n_normal x (1 - image AUROC)`` when no scores tie (a tie costs the AUROC half of what it counts here).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+
+def shares(scores_csv: Path) -> list[tuple[float, str]]:
+    """(share of defective images the normal scores at or above, the normal's file stem), largest first."""
+    with open(scores_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    defective = [float(r["score"]) for r in rows if r["label"] == "1"]
+    if not defective:
+        raise ValueError(f"{scores_csv} has no defective image (label 1)")
+    normal = [(float(r["score"]), Path(r["path"]).stem) for r in rows if r["label"] == "0"]
+    return sorted(((sum(s >= d for d in defective) / len(defective), stem) for s, stem in normal), reverse=True)
+
+
+def line(scores_csv: Path, top: int = 5) -> str:
+    per_normal = shares(scores_csv)
+    total = round(sum(share for share, _ in per_normal), 2)
+    return f"{scores_csv.parent.name} {total} {[(stem, round(share, 2)) for share, stem in per_normal[:top]]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print(__doc__.strip().splitlines()[2].strip())
+        return 2
+    for path in paths:
+        print(line(Path(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

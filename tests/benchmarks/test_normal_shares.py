@@ -1,0 +1,52 @@
+"""benchmarks/normal_shares.py: per-normal shares of the defective images outscored, hand-computed and against sklearn."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import normal_shares  # noqa: E402
+
+
+def write_scores(folder: Path, rows: list[tuple[str, int, float]]) -> Path:
+    folder.mkdir(parents=True)
+    path = folder / "scores.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "score"])
+        writer.writerows(rows)
+    return path
+
+
+def test_hand_computed_shares_ties_count(tmp_path):
+    # defective scores 1, 2, 3, 4; normal 'a' = 2.5 reaches 1 and 2 (2/4), 'b' = 4 ties with 4 (4/4), 'c' = 0.5 none
+    rows = [(f"test/cut/{i}.png", 1, float(i)) for i in (1, 2, 3, 4)]
+    rows += [("test/good/a.png", 0, 2.5), ("test/good/b.png", 0, 4.0), ("test/good/c.png", 0, 0.5)]
+    path = write_scores(tmp_path / "run_x", rows)
+    assert normal_shares.shares(path) == [(1.0, "b"), (0.5, "a"), (0.0, "c")]
+    assert normal_shares.line(path) == "run_x 1.5 [('b', 1.0), ('a', 0.5), ('c', 0.0)]"
+
+
+def test_sum_is_n_normal_times_one_minus_image_auroc_without_ties(tmp_path):
+    rng = np.random.default_rng(0)
+    normal, defective = rng.normal(0, 1, 25), rng.normal(1, 1, 87)
+    rows = [(f"test/good/{i:03d}.png", 0, float(s)) for i, s in enumerate(normal)]
+    rows += [(f"test/hole/{i:03d}.png", 1, float(s)) for i, s in enumerate(defective)]
+    path = write_scores(tmp_path / "run", rows)
+    auroc = roc_auc_score([0] * 25 + [1] * 87, np.concatenate([normal, defective]))
+    assert sum(share for share, _ in normal_shares.shares(path)) == pytest.approx(25 * (1 - auroc), abs=1e-12)
+
+
+def test_no_defective_image_is_named(tmp_path):
+    path = write_scores(tmp_path / "run", [("test/good/a.png", 0, 1.0)])
+    with pytest.raises(ValueError, match="has no defective image"):
+        normal_shares.shares(path)
