@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     run_row(name, args.data_dir, args.category, args.out, tuple(args.extra))
                 except ValueError as err:  # a data=mvtec3d row on a copy without the t/v-prefixed normals
-                    print(f"error: {name}: {err}", file=sys.stderr)
+                    print(f"error: {name}: {err}; data=mvtec3d rows need --data-dir to be an MVTec-AD-layout copy "
+                          "whose train/good names start with t (train) or v (validation)", file=sys.stderr)  # fmt: skip
                     return 2
     table = build_table(args.data_dir, args.category, args.out)
     print(table)

@@ -71,3 +71,16 @@ def test_a_copy_without_the_layout_is_named_in_one_line(tmp_path, break_it, expe
     with pytest.raises(ValueError, match=re.escape(expected)) as err:
         mvtec3d_split.build(src, "tire", tmp_path / "layout")
     assert "\n" not in str(err.value)
+
+
+def test_quality_stops_a_mvtec3d_row_on_such_a_copy_in_one_line_before_training(tmp_path, capsys):
+    import quality
+
+    src = write_copy(tmp_path / "copy")
+    [p.unlink() for p in (src / "tire/train/good").glob("v*")]
+    argv = ["--rows", "simple_student_lite0_e200_mvtec3d_seed0", "--data-dir", str(src), "--out", str(tmp_path / "out")]
+    assert quality.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: simple_student_lite0_e200_mvtec3d_seed0: ") and "\n" not in err
+    assert "has no 'validation' images" in err and "need --data-dir to be an MVTec-AD-layout copy" in err
+    assert not (tmp_path / "out" / "simple_student_lite0_e200_mvtec3d_seed0").exists()  # no run started
