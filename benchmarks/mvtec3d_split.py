@@ -23,6 +23,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from anomaly_kd.data.mvtec import index_category
+from anomaly_kd.errors import UserError
+
 PREFIXES = {"t": "train", "v": "validation"}  # file-name prefix in the copy's train/good -> the data set's split
 
 
@@ -42,30 +45,23 @@ def _link(target: Path, link: Path) -> None:
 
 def build(src: Path, category: str, dst: Path) -> Path:
     """Link ``src/<category>`` (MVTec AD layout, t/v-prefixed normals) into ``dst/<category>`` (MVTec 3D-AD
-    layout); returns ``dst`` (the ``paths.data_dir`` of ``data=mvtec3d``). Raises ValueError, naming the file
-    or folder, when the copy does not have the expected layout."""
-    folder = src / category
-    train_good = folder / "train" / "good"
-    if not train_good.is_dir():
-        raise ValueError(f"{train_good} is not a folder: pass the MVTec-AD-layout copy's root and category")
-    normals = sorted(train_good.glob("*.png"))
-    for image in normals:
-        if image.name[:1] not in PREFIXES:
-            raise ValueError(f"{image} starts with neither 't' (train) nor 'v' (validation): its split is unknown")
+    layout); returns ``dst`` (the ``paths.data_dir`` of ``data=mvtec3d``). The copy is read by ``data=mvtec``'s
+    own indexer (its checks: masks paired by name, sizes); a copy that fails them, or whose normals are not
+    all t/v-prefixed, raises UserError naming the file or folder."""
+    train, test = index_category(src / category)
+    for sample in train:
+        if Path(sample.path).name[:1] not in PREFIXES:
+            raise UserError(f"{sample.path} starts with neither 't' (train) nor 'v' (validation): its split is unknown")
     for prefix, split in PREFIXES.items():
-        if not any(image.name.startswith(prefix) for image in normals):
-            raise ValueError(f"{train_good} has no '{split}' images (names starting with '{prefix}')")
+        if not any(Path(sample.path).name.startswith(prefix) for sample in train):
+            raise UserError(f"{src / category / 'train' / 'good'} has no '{split}' images (names starting with '{prefix}')")
     out = dst / category
-    for image in normals:
+    for sample in train:
+        image = Path(sample.path)
         _link(image, out / PREFIXES[image.name[0]] / "good" / "rgb" / image.name)
-    test = folder / "test"
-    for defect_dir in sorted(p for p in test.iterdir() if p.is_dir()):
-        for image in sorted(defect_dir.glob("*.png")):
-            _link(image, out / "test" / defect_dir.name / "rgb" / image.name)
-            if defect_dir.name == "good":
-                continue
-            mask = folder / "ground_truth" / defect_dir.name / f"{image.stem}_mask.png"
-            if not mask.is_file():
-                raise ValueError(f"{mask} is missing: every defective test image needs its mask")
-            _link(mask, out / "test" / defect_dir.name / "gt" / image.name)
+    for sample in test:
+        image = Path(sample.path)
+        _link(image, out / "test" / sample.defect / "rgb" / image.name)
+        if sample.mask_path:
+            _link(Path(sample.mask_path), out / "test" / sample.defect / "gt" / (image.stem + Path(sample.mask_path).suffix))
     return dst

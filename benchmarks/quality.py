@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from anomaly_kd.errors import UserError
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 OUT = REPO / "benchmarks" / ".quality"
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 try:
                     run_row(name, args.data_dir, args.category, args.out, tuple(args.extra))
-                except ValueError as err:  # a data=mvtec3d row on a copy without the t/v-prefixed normals
+                except UserError as err:  # a data=mvtec3d row on a copy without the t/v-prefixed normals
                     print(f"error: {name}: {err}; data=mvtec3d rows need --data-dir to be an MVTec-AD-layout copy "
                           "whose train/good names start with t (train) or v (validation)", file=sys.stderr)  # fmt: skip
                     return 2

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from anomaly_kd.data.mvtec3d import MVTec3DDataModule
+from anomaly_kd.errors import UserError
 from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -63,12 +64,12 @@ def test_the_data_set_split_is_read_by_data_mvtec3d(tmp_path):
 @pytest.mark.parametrize(("break_it", "expected"), [
     (lambda f: (f / "train/good/v000.png").rename(f / "train/good/x000.png"), "x000.png starts with neither 't'"),
     (lambda f: [p.unlink() for p in (f / "train/good").glob("v*")], "has no 'validation' images (names starting with 'v')"),
-    (lambda f: (f / "ground_truth/cut/001_mask.png").unlink(), "001_mask.png is missing"),
+    (lambda f: (f / "ground_truth/cut/001_mask.png").unlink(), "cut/001.png has no mask; expected"),
 ])  # fmt: skip
 def test_a_copy_without_the_layout_is_named_in_one_line(tmp_path, break_it, expected):
     src = write_copy(tmp_path / "copy")
     break_it(src / "tire")
-    with pytest.raises(ValueError, match=re.escape(expected)) as err:
+    with pytest.raises(UserError, match=re.escape(expected)) as err:
         mvtec3d_split.build(src, "tire", tmp_path / "layout")
     assert "\n" not in str(err.value)
 
