@@ -17,8 +17,13 @@ from pathlib import Path
 
 def shares(scores_csv: Path) -> list[tuple[float, str]]:
     """(share of defective images the normal scores at or above, the normal's file stem), largest first."""
+    if not scores_csv.is_file():
+        raise ValueError(f"{scores_csv} not found: pass a run's scores.csv (benchmarks/quality_runs/<row>/scores.csv)")
     with open(scores_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        if not {"path", "label", "score"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{scores_csv} has no path, label and score columns: pass a run's scores.csv")
+        rows = list(reader)
     defective = [float(r["score"]) for r in rows if r["label"] == "1"]
     if not defective:
         raise ValueError(f"{scores_csv} has no defective image (label 1)")
@@ -38,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip().splitlines()[2].strip())
         return 2
     for path in paths:
-        print(line(Path(path)))
+        try:
+            print(line(Path(path)))
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -50,3 +50,12 @@ def test_no_defective_image_is_named(tmp_path):
     path = write_scores(tmp_path / "run", [("test/good/a.png", 0, 1.0)])
     with pytest.raises(ValueError, match="has no defective image"):
         normal_shares.shares(path)
+
+
+def test_a_path_that_is_not_a_scores_csv_ends_in_one_line(tmp_path, capsys):
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    assert normal_shares.main([str(tmp_path / "missing.csv")]) == 2
+    assert normal_shares.main([str(tmp_path / "other.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'missing.csv'} not found: pass a run's scores.csv (benchmarks/quality_runs/<row>/scores.csv)",
+                   f"error: {tmp_path / 'other.csv'} has no path, label and score columns: pass a run's scores.csv"]
