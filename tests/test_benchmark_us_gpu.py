@@ -38,13 +38,15 @@ def test_us_gpu_runs_tiny_on_cpu_and_records_its_row(tmp_path):
 
     make_synthetic_mvtec(tmp_path / "data", "widget", n_train=5, n_test_good=2, n_test_defect=2, size=32)
     out = tmp_path / "out"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "us_gpu.py"), "--device", "cpu", "--tiny",
+    # a 1 s budget: less than the probes take, so the smallest run (5 teacher iterations, 1 epoch)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "us_gpu.py"), "--device", "cpu", "--tiny", "--budget", "1",
            "--data-dir", str(tmp_path / "data"), "--category", "widget", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((out / us_gpu.ROW / "quality_row.json").read_text())
     assert record["exit"] == 0 and record["device"] == "CPU"
     chosen = record["plan"]
+    assert (chosen["fraction"], chosen["teacher_iterations"], chosen["max_epochs"]) == (0.0, 5, 1)
     assert f"model.teacher_iterations={chosen['teacher_iterations']}" in record["command"]
     assert f"trainer.max_epochs={chosen['max_epochs']}" in record["command"]
     assert record["reduced"]["trainer.max_epochs"] == f"{chosen['max_epochs']} (recipe 100)"
