@@ -15,15 +15,20 @@ import sys
 from pathlib import Path
 
 
-def shares(scores_csv: Path) -> list[tuple[float, str]]:
-    """(share of defective images the normal scores at or above, the normal's file stem), largest first."""
+def read_rows(scores_csv: Path) -> list[dict[str, str]]:
+    """A run's ``scores.csv`` rows; a missing file or one without ``path``, ``label``, ``score`` is a ValueError."""
     if not scores_csv.is_file():
         raise ValueError(f"{scores_csv} not found: pass a run's scores.csv (benchmarks/quality_runs/<row>/scores.csv)")
     with open(scores_csv, newline="") as handle:
         reader = csv.DictReader(handle)
         if not {"path", "label", "score"} <= set(reader.fieldnames or ()):
             raise ValueError(f"{scores_csv} has no path, label and score columns: pass a run's scores.csv")
-        rows = list(reader)
+        return list(reader)
+
+
+def shares(scores_csv: Path) -> list[tuple[float, str]]:
+    """(share of defective images the normal scores at or above, the normal's file stem), largest first."""
+    rows = read_rows(scores_csv)
     defective = [float(r["score"]) for r in rows if r["label"] == "1"]
     if not defective:
         raise ValueError(f"{scores_csv} has no defective image (label 1)")
