@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.resamples < 2:
+        parser.error(f"--resamples {args.resamples}: give at least 2 (a standard deviation needs two)")
     try:
         labels, runs = load(args.runs + args.against)
     except ValueError as err:

@@ -109,3 +109,11 @@ def test_an_image_named_twice_ends_in_one_line(tmp_path, capsys):
     assert auroc_bootstrap.main([str(path)]) == 2
     twice = "names an image twice (defect type and file stem): pass one run's scores.csv"
     assert capsys.readouterr().err.strip() == f"error: {path} {twice}"
+
+
+def test_fewer_than_two_resamples_is_refused_before_reading(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        auroc_bootstrap.main([str(tmp_path / "missing.csv"), "--resamples", "1"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: --resamples 1: give at least 2 (a standard deviation needs two)")
