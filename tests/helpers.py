@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
@@ -53,3 +54,14 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def write_scores(folder: Path, rows: list[tuple[str, int, float]]) -> Path:
+    """A run's ``scores.csv`` (``path``, ``label``, ``score``) in a new ``folder``, as the benchmark scripts read it."""
+    folder.mkdir(parents=True)
+    path = folder / "scores.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "score"])
+        writer.writerows(rows)
+    return path

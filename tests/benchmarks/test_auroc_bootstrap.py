@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -10,20 +9,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tests.helpers import REPO
+from tests.helpers import REPO, write_scores
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import auroc_bootstrap  # noqa: E402
-
-
-def write_scores(path: Path, rows: list[tuple[str, int, float]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "score"])
-        writer.writerows(rows)
-    return path
 
 
 def random_runs(tmp_path: Path, n_runs: int, seed: int) -> list[Path]:
@@ -34,7 +24,7 @@ def random_runs(tmp_path: Path, n_runs: int, seed: int) -> list[Path]:
         rows = [(f"test/good/{i:03d}.png", 0, float(rng.normal(0, 1))) for i in range(25)]
         rows += [(f"test/hole/{i:03d}.png", 1, float(rng.normal(1, 1))) for i in range(87)]
         rng.shuffle(rows)
-        paths.append(write_scores(tmp_path / f"run{seed}_{r}" / "scores.csv", rows))
+        paths.append(write_scores(tmp_path / f"run{seed}_{r}", rows))
     return paths
 
 
@@ -52,7 +42,7 @@ def test_each_resample_is_the_mean_sklearn_auroc_on_its_draw(tmp_path):
 
 def test_separated_scores_give_one_on_every_draw(tmp_path):
     rows = [(f"good/{i}.png", 0, float(i)) for i in range(5)] + [(f"bad/{i}.png", 1, 10.0 + i) for i in range(7)]
-    labels, runs = auroc_bootstrap.load([write_scores(tmp_path / "a" / "scores.csv", rows)])
+    labels, runs = auroc_bootstrap.load([write_scores(tmp_path / "a", rows)])
     values = auroc_bootstrap.bootstrap(labels, [runs], resamples=200, seed=0)
     assert (values == 1.0).all()
     assert auroc_bootstrap.summary(1.0, values[:, 0]) == {"test": 1.0, "sd": 0.0, "lo": 1.0, "hi": 1.0}
@@ -70,9 +60,9 @@ def test_a_setting_against_itself_differs_by_exactly_zero_on_every_draw(tmp_path
 
 
 def test_runs_of_another_test_set_or_not_a_scores_csv_end_in_one_line(tmp_path, capsys):
-    a = write_scores(tmp_path / "a" / "scores.csv", [("g/1.png", 0, 0.1), ("b/1.png", 1, 0.9)])
-    b = write_scores(tmp_path / "b" / "scores.csv", [("g/1.png", 0, 0.1), ("b/2.png", 1, 0.9)])
-    c = write_scores(tmp_path / "c" / "scores.csv", [("g/1.png", 1, 0.1), ("b/1.png", 1, 0.9)])
+    a = write_scores(tmp_path / "a", [("g/1.png", 0, 0.1), ("b/1.png", 1, 0.9)])
+    b = write_scores(tmp_path / "b", [("g/1.png", 0, 0.1), ("b/2.png", 1, 0.9)])
+    c = write_scores(tmp_path / "c", [("g/1.png", 1, 0.1), ("b/1.png", 1, 0.9)])
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     assert auroc_bootstrap.main([str(a), "--against", str(b)]) == 2
     assert auroc_bootstrap.main([str(a), str(c)]) == 2

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tests.helpers import REPO
+from tests.helpers import REPO, write_scores
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import normal_shares  # noqa: E402
-
-
-def write_scores(folder: Path, rows: list[tuple[str, int, float]]) -> Path:
-    folder.mkdir(parents=True)
-    path = folder / "scores.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "score"])
-        writer.writerows(rows)
-    return path
 
 
 def test_hand_computed_shares_ties_count(tmp_path):
