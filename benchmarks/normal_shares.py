@@ -16,14 +16,25 @@ from pathlib import Path
 
 
 def read_rows(scores_csv: Path) -> list[dict[str, str]]:
-    """A run's ``scores.csv`` rows; a missing file or one without ``path``, ``label``, ``score`` is a ValueError."""
+    """A run's ``scores.csv`` rows; a missing file, one without ``path``, ``label``, ``score``, a score that is not a
+    number or a label other than 0 / 1 is a ValueError naming the file (and line)."""
     if not scores_csv.is_file():
         raise ValueError(f"{scores_csv} not found: pass a run's scores.csv (benchmarks/quality_runs/<row>/scores.csv)")
     with open(scores_csv, newline="") as handle:
         reader = csv.DictReader(handle)
         if not {"path", "label", "score"} <= set(reader.fieldnames or ()):
             raise ValueError(f"{scores_csv} has no path, label and score columns: pass a run's scores.csv")
-        return list(reader)
+        rows = list(reader)
+    for line_no, row in enumerate(rows, start=2):
+        try:
+            float(row["score"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{scores_csv} line {line_no}: score {row['score']!r} is not a number: "
+                             "pass a run's scores.csv") from None
+        if row["label"] not in ("0", "1"):
+            raise ValueError(f"{scores_csv} line {line_no}: label {row['label']!r} is not 0 or 1: "
+                             "pass a run's scores.csv")
+    return rows
 
 
 def shares(scores_csv: Path) -> list[tuple[float, str]]:

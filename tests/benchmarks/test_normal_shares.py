@@ -47,3 +47,13 @@ def test_a_path_that_is_not_a_scores_csv_ends_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'missing.csv'} not found: pass a run's scores.csv (benchmarks/quality_runs/<row>/scores.csv)",
                    f"error: {tmp_path / 'other.csv'} has no path, label and score columns: pass a run's scores.csv"]
+
+
+def test_a_score_or_label_that_cannot_be_read_ends_in_one_line(tmp_path, capsys):
+    bad_score = write_scores(tmp_path / "a", [("test/good/a.png", 0, 1.0), ("test/cut/b.png", 1, "n/a")])
+    bad_label = write_scores(tmp_path / "b", [("test/good/a.png", "good", 1.0), ("test/cut/b.png", 1, 2.0)])
+    assert normal_shares.main([str(bad_score)]) == 2
+    assert normal_shares.main([str(bad_label)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bad_score} line 3: score 'n/a' is not a number: pass a run's scores.csv",
+                   f"error: {bad_label} line 2: label 'good' is not 0 or 1: pass a run's scores.csv"]
